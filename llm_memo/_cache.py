@@ -1,0 +1,355 @@
+"""Cache: the tier chain (memory -> disk -> redis) and the process-wide default cache.
+
+Reads walk the tiers in order; a hit in a lower tier is promoted to the tiers above it
+with the entry's own absolute expiry, so promotion never extends a lifetime. Writes go
+through to every tier. A tier that fails (full disk, locked database, Redis down) or
+holds a bad entry never fails the call: the fault is logged once, counted, and the
+chain goes on to the next tier or, in the end, to the real function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ._codec import (
+    FLAG_PICKLE,
+    CorruptEntry,
+    Header,
+    NewerFormat,
+    UnencodableValue,
+    decode_value,
+    encode_value,
+    pack,
+    unpack,
+)
+from ._memory import MemoryTier
+from ._records import Entry, Stats
+from ._stats import Counters
+from ._tier import Tier
+
+__all__ = ["Cache", "Hit", "caching_enabled", "configure", "default_cache", "default_directory"]
+
+logger = logging.getLogger("llm_memo")
+
+
+class Hit(NamedTuple):
+    """A value found in a tier, with what serving it saved."""
+
+    value: Any
+    tier: str
+    latency: float
+    tokens: int
+    cost: float
+
+
+def default_directory() -> Path:
+    """$LLM_MEMO_DIR, else $XDG_CACHE_HOME/llm_memo, else ~/.cache/llm_memo."""
+    env = os.environ.get("LLM_MEMO_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "llm_memo"
+
+
+class Cache:
+    """The tier hierarchy: memory, then disk, then (optionally) Redis."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        memory_maxsize: int = 64 * 2**20,
+        disk_size_limit: int = 2**30,
+        redis_url: str | None = None,
+        disk: bool = True,
+        allow_pickle: bool = False,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        _check_size("memory_maxsize", memory_maxsize)
+        _check_size("disk_size_limit", disk_size_limit)
+        self.clock = clock or time.time
+        self.allow_pickle = allow_pickle
+        self.directory = Path(directory).expanduser() if directory is not None else default_directory()
+        self.counters = Counters()
+        self._reported: set[tuple[str, str, str]] = set()
+        self._lock = threading.Lock()
+        self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic)
+        self.tiers: list[Tier] = [self.memory]
+        if disk:
+            self._add_disk(disk_size_limit)
+        if redis_url or os.environ.get("LLM_MEMO_REDIS_URL"):
+            self._add_redis(redis_url or os.environ["LLM_MEMO_REDIS_URL"])
+
+    def _add_disk(self, size_limit: int) -> None:
+        from ._disk import DiskTier  # diskcache and sqlite3 load only when a disk tier is wanted
+
+        try:
+            self.tiers.append(DiskTier(self.directory, size_limit=size_limit, clock=self.clock))
+        except Exception as exc:  # read-only or unusable directory: memory keeps working
+            self._fault("disk", "open", exc, None)
+
+    def _add_redis(self, url: str) -> None:
+        try:
+            from ._redis import RedisTier
+        except ImportError as exc:
+            raise ImportError(
+                "a Redis tier needs the redis package: pip install 'llm_memo[redis]'"
+            ) from exc
+        self.tiers.append(RedisTier(url, clock=self.clock))
+
+    # ---- the hot path ------------------------------------------------------------------
+
+    def get(self, key: str, stats: Counters | None = None) -> Hit | None:
+        """The live value under `key` from the first tier that has it, promoted upwards."""
+        return self._get(key, self.tiers, stats)
+
+    def get_memory(self, key: str, stats: Counters | None = None) -> Hit | None:
+        """Like get, from the memory tier only (never blocks: safe inside an event loop)."""
+        return self._get(key, self.tiers[:1], stats)
+
+    def get_lower(self, key: str, stats: Counters | None = None) -> Hit | None:
+        """Like get, skipping the memory tier (for a worker thread; promotes into memory)."""
+        return self._get(key, self.tiers, stats, start=1)
+
+    def _get(self, key: str, tiers: Sequence[Tier], stats: Counters | None, start: int = 0) -> Hit | None:
+        now = self.clock()
+        for i in range(start, len(tiers)):
+            tier = tiers[i]
+            try:
+                data = tier.get(key)
+            except Exception as exc:
+                self._fault(tier.name, "read", exc, stats)
+                continue
+            if data is None:
+                continue
+            try:
+                header, meta, value_json = unpack(data, verify=tier is not self.memory)
+                if header.expires_at is not None and header.expires_at <= now:
+                    continue
+                value = decode_value(value_json, header.flags, allow_pickle=self.allow_pickle)
+            except CorruptEntry as exc:
+                self._bad_entry(tier, key, exc, stats)
+                continue
+            if i:
+                self._promote(key, data, header, meta, tiers[:i], stats)
+            return Hit(value, tier.name, header.latency, header.tokens, header.cost)
+        return None
+
+    def _promote(self, key: str, data: bytes, header: Header, meta: bytes, upper: Sequence[Tier],
+                 stats: Counters | None) -> None:
+        tags = _tags_of(meta)
+        for tier in upper:
+            try:
+                tier.set(key, data, header.expires_at, tags)
+            except Exception as exc:
+                self._fault(tier.name, "write", exc, stats)
+
+    def set(self, key: str, value: Any, *, lifetime: float | None, tags: Sequence[str] = (),
+            metadata: Mapping[str, Any] | None = None, latency: float = 0.0, tokens: int = 0,
+            cost: float = 0.0, stats: Counters | None = None) -> bool:
+        """Store `value` for `lifetime` seconds (None: no expiry) in every tier; False if not stored."""
+        built = self._envelope(value, lifetime, tags, metadata, latency, tokens, cost, stats)
+        if built is None:
+            return False
+        data, expires_at, tags, flags = built
+        stored = False
+        for tier in self.tiers:
+            if flags & FLAG_PICKLE and getattr(tier, "shared", False):
+                continue  # pickles never go to a server other machines read
+            try:
+                tier.set(key, data, expires_at, tags)
+                stored = True
+            except Exception as exc:
+                self._fault(tier.name, "write", exc, stats)
+        return stored
+
+    def _envelope(self, value: Any, lifetime: float | None, tags: Sequence[str],
+                  metadata: Mapping[str, Any] | None, latency: float, tokens: int, cost: float,
+                  stats: Counters | None) -> tuple[bytes, float | None, tuple[str, ...], int] | None:
+        try:
+            value_json, flags = encode_value(value, allow_pickle=self.allow_pickle)
+        except UnencodableValue as exc:
+            self._fault("codec", "encode", exc, stats)
+            return None
+        now = self.clock()
+        expires_at = None if lifetime is None else now + lifetime
+        tags = tuple(dict.fromkeys(tags))
+        meta = {**(metadata or {}), "tags": list(tags)}
+        data = pack(value_json, meta, Header(expires_at, now, latency, tokens, cost, flags))
+        return data, expires_at, tags, flags
+
+    # ---- faults ------------------------------------------------------------------------
+
+    def _fault(self, tier: str, op: str, exc: BaseException, stats: Counters | None) -> None:
+        self.counters.error()
+        if stats is not None:
+            stats.error()
+        signature = (tier, op, type(exc).__name__)
+        with self._lock:
+            first = signature not in self._reported
+            self._reported.add(signature)
+        level = logging.WARNING if first else logging.DEBUG
+        logger.log(level, "llm_memo: %s tier %s failed (%s: %s); the call goes on without it",
+                   tier, op, type(exc).__name__, exc)
+
+    def _bad_entry(self, tier: Tier, key: str, exc: CorruptEntry, stats: Counters | None) -> None:
+        self._fault(tier.name, "decode", exc, stats)
+        if isinstance(exc, NewerFormat):
+            return  # a newer llm_memo sharing this cache can still read it
+        try:
+            tier.delete(key)
+        except Exception as err:
+            self._fault(tier.name, "delete", err, stats)
+
+    # ---- management --------------------------------------------------------------------
+
+    def get_entry(self, key: str) -> Entry | None:
+        """The stored entry under `key` with its metadata, without promoting it."""
+        now = self.clock()
+        for tier in self.tiers:
+            try:
+                data = tier.get(key)
+                if data is None:
+                    continue
+                header, meta, value_json = unpack(data)
+                if header.expires_at is not None and header.expires_at <= now:
+                    continue
+                value = decode_value(value_json, header.flags, allow_pickle=self.allow_pickle)
+            except Exception as exc:
+                self._fault(tier.name, "read", exc, None)
+                continue
+            metadata = _json(meta)
+            tags = tuple(metadata.pop("tags", ()))
+            return Entry(key, value, header.created_at, header.expires_at, tags, tier.name, metadata)
+        return None
+
+    def delete(self, key: str) -> bool:
+        """Remove `key` from every tier; True if any tier had it."""
+        return self._each(lambda tier: int(tier.delete(key))) > 0
+
+    def invalidate(self, *, tag: str | None = None, function: Any = None, model: str | None = None) -> int:
+        """Remove entries by tag, by cached function (object or "module.qualname") or by model."""
+        chosen = [t for t in (tag, function_tag(function) if function is not None else None,
+                              f"model:{model}" if model is not None else None) if t is not None]
+        if not chosen:
+            raise ValueError("invalidate() needs tag=, function= or model=; to remove everything use clear()")
+        return sum(self._each(lambda tier, t=t: tier.invalidate(t)) for t in chosen)
+
+    def clear(self) -> int:
+        """Remove every entry from every tier; return how many entries went."""
+        return self._each(lambda tier: tier.clear())
+
+    def keys(self) -> Iterator[str]:
+        """Every live key, each once."""
+        seen: set[str] = set()
+        for tier in self.tiers:
+            try:
+                for key in tier.keys():  # noqa: SIM118 (a Tier, not a dict)
+                    if key not in seen:
+                        seen.add(key)
+                        yield key
+            except Exception as exc:
+                self._fault(tier.name, "scan", exc, None)
+
+    def _each(self, op: Callable[[Tier], int]) -> int:
+        """Run `op` on every tier; the largest count (tiers hold copies of the same entries)."""
+        counts = [0]
+        for tier in self.tiers:
+            try:
+                counts.append(op(tier))
+            except Exception as exc:
+                self._fault(tier.name, "manage", exc, None)
+        return max(counts)
+
+    def stats(self) -> Stats:
+        """Hits, misses, bypasses and errors counted by this cache in this process."""
+        return self.counters.snapshot()
+
+    def close(self) -> None:
+        """Close every tier (persistent tiers keep their data)."""
+        for tier in self.tiers:
+            try:
+                tier.close()
+            except Exception as exc:
+                self._fault(tier.name, "close", exc, None)
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Cache({str(self.directory)!r}, tiers={[t.name for t in self.tiers]})"
+
+
+def function_tag(function: Any) -> str:
+    """The tag every entry of a cached function carries: "fn:module.qualname"."""
+    if isinstance(function, str):
+        return f"fn:{function}"
+    name = getattr(function, "cache_function_name", None)
+    if name is None:
+        target = getattr(function, "__wrapped__", function)
+        name = f"{target.__module__}.{target.__qualname__}"
+    return f"fn:{name}"
+
+
+def _json(meta: bytes) -> dict[str, Any]:
+    import orjson
+
+    try:
+        loaded = orjson.loads(meta)
+    except orjson.JSONDecodeError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _tags_of(meta: bytes) -> tuple[str, ...]:
+    tags = _json(meta).get("tags", ())
+    return tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+
+
+def _check_size(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number of bytes >= 0; got {name}={value!r}")
+
+
+# ---- the process default --------------------------------------------------------------
+
+_default: Cache | None = None
+_default_lock = threading.Lock()
+_enabled = os.environ.get("LLM_MEMO_DISABLE", "").strip().lower() in ("", "0", "false", "no")
+
+
+def caching_enabled() -> bool:
+    """False when LLM_MEMO_DISABLE=1 or configure(enabled=False) turned caching off."""
+    return _enabled
+
+
+def default_cache() -> Cache:
+    """The cache used when a decorator names none (created on first use)."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Cache()
+    return _default
+
+
+def configure(directory: str | os.PathLike[str] | None = None, *, enabled: bool | None = None,
+              **options: Any) -> Cache:
+    """Replace the process default cache (same options as Cache); enabled=False turns caching off."""
+    global _default, _enabled
+    with _default_lock:
+        if enabled is not None:
+            _enabled = bool(enabled)
+        old, _default = _default, Cache(directory, **options)
+    if old is not None:
+        old.close()
+    return _default

@@ -1,0 +1,276 @@
+"""The engine: decide what a call means for the cache, then drive it.
+
+`Engine.plan` is the one place where a call becomes a key, a guard verdict and (on a
+miss) a lifetime. The four drivers - plain, async, generator and async generator -
+are thin shells over it, picked once when a function is decorated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+from ._cache import Cache, Hit, caching_enabled, default_cache
+from ._codec import preview
+from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
+from ._flight import AsyncFlights, Flights
+from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
+from ._keys import KeyMaker
+from ._policy import extract_prompt, resolve_lifetime, validate_policy, validate_ttl
+from ._records import Stats
+from ._stats import Counters
+from ._streams import arecord, areplay, record, replay
+
+__all__ = ["Engine", "Plan"]
+
+logger = logging.getLogger("llm_memo")
+_DEBUG = logging.DEBUG
+
+
+class Plan(NamedTuple):
+    """What one call means for the cache. key is None for a call that bypasses it."""
+
+    key: str | None
+    arguments: dict[str, Any]
+
+
+class Engine:
+    """Per-function state: how to key, guard and time-limit its calls, and its counters."""
+
+    def __init__(self, func: Callable[..., Any], *, policy: Any = "auto", ttl: Any = None,
+                 cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
+                 version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
+                 on_nondeterministic: str = "bypass", intent_arg: str | None = None,
+                 track_source: bool = True, default_temperature: float | None = None) -> None:
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(f"cache= takes an llm_memo.Cache or None (the default cache); got {cache!r}")
+        if key is not None and not callable(key):
+            raise TypeError(f"key= takes a callable returning a keyable value; got {key!r}")
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError(f"namespace= takes a str; got namespace={namespace!r}")
+        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
+            raise TypeError(f"tags= takes a list of str; got tags={tags!r}")
+        self.policy = validate_policy(policy)
+        self.ttl = validate_ttl(ttl)
+        self.mode = validate_mode(on_nondeterministic)
+        self.keys = KeyMaker(func, ignore=ignore, version=version, namespace=namespace, track_source=track_source)
+        if intent_arg is not None and intent_arg not in self.keys.signature.parameters:
+            raise ValueError(f"intent_arg={intent_arg!r} is not a parameter; its parameters are "
+                             f"{list(self.keys.signature.parameters)!r}")
+        self.cache = cache
+        self.key_function = key
+        self.intent_arg = intent_arg
+        self.default_temperature = default_temperature
+        self.function = self.keys.function
+        self.tags = (f"fn:{self.function}", *tags)
+        self.counters = Counters()
+        self.flights = Flights()
+        self.aflights = AsyncFlights()
+        self._warned = False
+
+    # ---- decisions ---------------------------------------------------------------------
+
+    def current_cache(self) -> Cache | None:
+        """The cache to use now, or None when caching is turned off."""
+        if not caching_enabled():
+            return None
+        return self.cache if self.cache is not None else default_cache()
+
+    def plan(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan:
+        """Bind, guard and key one call; raises before the body runs for caller mistakes."""
+        full = args if instance is None else (instance, *args)  # wrapt hands methods their instance apart
+        arguments = self.keys.binder.bind(full, kwargs)
+        temperature = find_temperature(arguments)
+        if temperature is not None or self.default_temperature is not None:
+            verdict = decide(self.mode, is_nondeterministic(temperature, default=self.default_temperature))
+            if verdict is Verdict.RAISE:
+                raise NonDeterministicCallError(self.function, temperature)
+            if verdict is Verdict.BYPASS:
+                self._warn_bypass(temperature)
+                return Plan(None, arguments)
+        if self.key_function is not None:
+            keyed = {"\x00key": self.key_function(*args, **kwargs)}
+        else:
+            keyed = self.keys.keyed_arguments(arguments, instance)
+        return Plan(self.keys.key(keyed), arguments)
+
+    def _warn_bypass(self, temperature: Any) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"{self.function}() was called with temperature={temperature!r}: its answers vary, so "
+                "llm_memo calls it uncached. Pass temperature=0 to cache it, or choose "
+                "on_nondeterministic='cache' (record one sample) or 'raise'.",
+                NonDeterministicCallWarning, stacklevel=4,
+            )
+
+    def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
+        """(policy used, seconds to keep; 0 stores nothing, None never expires)."""
+        prompt = extract_prompt(arguments, self.intent_arg)
+        return resolve_lifetime(self.policy, self.ttl, prompt)
+
+    def metadata(self, arguments: dict[str, Any], policy: Any) -> dict[str, Any]:
+        """What an entry records about the call that produced it (secrets redacted)."""
+        model = arguments.get("model")
+        return {
+            "function": self.function,
+            "policy": getattr(policy, "value", None),
+            "model": model if isinstance(model, str) else None,
+            "args": {k: preview(v, name=k) for k, v in arguments.items() if k not in ("self", "cls")},
+        }
+
+    def entry_tags(self, arguments: dict[str, Any]) -> tuple[str, ...]:
+        """The function tag, a model tag when the call names a model, and the user's tags."""
+        model = arguments.get("model")
+        return (*self.tags, f"model:{model}") if isinstance(model, str) else self.tags
+
+    # ---- bookkeeping -------------------------------------------------------------------
+
+    def count_hit(self, cache: Cache, hit: Hit, key: str) -> None:
+        self.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
+        cache.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("hit %s key=%s tier=%s saved=%.3fs", self.function, key[:12], hit.tier, hit.latency)
+
+    def count_bypass(self, cache: Cache | None, why: str) -> None:
+        self.counters.bypass()
+        if cache is not None:
+            cache.counters.bypass()
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("bypass %s (%s)", self.function, why)
+
+    def store(self, cache: Cache, plan: Plan, value: Any, latency: float, lifetime: tuple[Any, float | None]) -> None:
+        """Count the miss and store its result unless the policy says keep nothing."""
+        policy, seconds = lifetime
+        key = plan.key
+        assert key is not None
+        if seconds == 0:
+            self.count_bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing")
+            return
+        self.counters.miss()
+        cache.counters.miss()
+        cache.set(key, value, lifetime=seconds, tags=self.entry_tags(plan.arguments),
+                  metadata=self.metadata(plan.arguments, policy), latency=latency, stats=self.counters)
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("miss %s key=%s latency=%.3fs ttl=%s", self.function, key[:12], latency, seconds)
+
+    def stats(self) -> Stats:
+        return self.counters.snapshot()
+
+    # ---- drivers -----------------------------------------------------------------------
+
+    def call(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Driver for plain functions and methods."""
+        cache = self.current_cache()
+        if cache is None:
+            return wrapped(*args, **kwargs)
+        plan = self.plan(instance, args, kwargs)
+        key = plan.key
+        if key is None:
+            self.count_bypass(cache, "non-deterministic")
+            return wrapped(*args, **kwargs)
+        hit = cache.get(key, self.counters)
+        if hit is not None:
+            self.count_hit(cache, hit, key)
+            return hit.value
+
+        def compute() -> Any:
+            again = cache.get_memory(key)  # a thread that led before us may have stored it
+            if again is not None:
+                return again
+            lifetime = self.lifetime(plan.arguments)
+            start = time.perf_counter()
+            value = wrapped(*args, **kwargs)
+            self.store(cache, plan, value, time.perf_counter() - start, lifetime)
+            return value
+
+        value, led = self.flights.run(key, compute)
+        if isinstance(value, Hit):
+            self.count_hit(cache, value, key)
+            return value.value
+        if not led:
+            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key)
+        return value
+
+    async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        """Driver for async functions: disk and Redis reads run in a worker thread."""
+        cache = self.current_cache()
+        if cache is None:
+            return await wrapped(*args, **kwargs)
+        plan = self.plan(instance, args, kwargs)
+        key = plan.key
+        if key is None:
+            self.count_bypass(cache, "non-deterministic")
+            return await wrapped(*args, **kwargs)
+        hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
+        if hit is not None:
+            self.count_hit(cache, hit, key)
+            return hit.value
+
+        async def compute() -> Any:
+            lifetime = self.lifetime(plan.arguments)
+            start = time.perf_counter()
+            value = await wrapped(*args, **kwargs)
+            latency = time.perf_counter() - start
+            await asyncio.to_thread(self.store, cache, plan, value, latency, lifetime)
+            return value
+
+        value, led = await self.aflights.run(key, compute)
+        if not led:
+            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key)
+        return value
+
+    def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        """Driver for generator functions: live chunks on a miss, replay on a hit."""
+        cache = self.current_cache()
+        if cache is None:
+            return wrapped(*args, **kwargs)
+        plan = self.plan(instance, args, kwargs)
+        key = plan.key
+        if key is None:
+            self.count_bypass(cache, "non-deterministic")
+            return wrapped(*args, **kwargs)
+        hit = cache.get(key, self.counters)
+        if hit is not None:
+            self.count_hit(cache, hit, key)
+            return replay(hit.value)
+        lifetime = self.lifetime(plan.arguments)
+        start = time.perf_counter()
+        return record(wrapped(*args, **kwargs),
+                      lambda chunks: self.store(cache, plan, chunks, time.perf_counter() - start, lifetime))
+
+    def call_async_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+        """Driver for async generator functions (the lookup happens on first iteration)."""
+        cache = self.current_cache()
+        if cache is None:
+            return wrapped(*args, **kwargs)
+        plan = self.plan(instance, args, kwargs)
+        key = plan.key
+        if key is None:
+            self.count_bypass(cache, "non-deterministic")
+            return wrapped(*args, **kwargs)
+        return self._async_stream(cache, plan, key, wrapped, args, kwargs)
+
+    async def _async_stream(self, cache: Cache, plan: Plan, key: str, wrapped: Callable[..., Any],
+                            args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
+        if hit is not None:
+            self.count_hit(cache, hit, key)
+            async for chunk in areplay(hit.value):
+                yield chunk
+            return
+        lifetime = self.lifetime(plan.arguments)
+        start = time.perf_counter()
+
+        async def done(chunks: list[Any]) -> None:
+            await asyncio.to_thread(self.store, cache, plan, chunks, time.perf_counter() - start, lifetime)
+
+        async for chunk in arecord(wrapped(*args, **kwargs), done):
+            yield chunk

@@ -1,0 +1,270 @@
+"""Canonical, type-tagged encoding of argument values to bytes, for cache keys.
+
+The encoding is JSON (orjson, keys sorted) over a tree in which every value that JSON
+cannot say unambiguously is replaced by a tagged node ``{"\\u0000": tag, "v": payload}``.
+A user dict that itself contains the key ``"\\u0000"`` is tagged too, so a tag can never be
+forged by data. Plain JSON-native trees (the common case: strings, message lists) skip
+the conversion and go to orjson as they are, which keeps the hit path fast.
+
+Rules, pinned by golden vectors in the tests:
+- ``1``, ``1.0``, ``True`` and ``"1"`` differ; ``-0.0`` differs from ``0.0``; NaN, inf and
+  -inf have their own tags.
+- ``list`` and ``tuple`` encode alike (a JSON round trip, e.g. warming from a file, turns
+  tuples into lists); ``set`` and ``frozenset`` encode alike, elements in canonical order.
+- dict key order never matters; non-string keys are allowed and typed.
+- Subclasses of str/int/float/bytes/list/tuple/dict encode as their base type; Enum
+  members, dataclasses and pydantic models carry their class name.
+- Anything else raises ``UnkeyableArgumentError``; so do cycles and nesting deeper than
+  ``MAX_DEPTH``. Nothing is ever encoded through ``repr()``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import pathlib
+import sys
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from ._errors import UnkeyableArgumentError
+
+__all__ = ["MAX_DEPTH", "encode", "encode_arguments", "is_plain", "register_encoder", "to_tree"]
+
+MAX_DEPTH = 100
+TAG = "\x00"
+_I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
+_OPTS = orjson.OPT_SORT_KEYS
+
+_encoders: dict[type, Callable[[Any], Any]] = {}
+
+
+def register_encoder(cls: type, encoder: Callable[[Any], Any]) -> None:
+    """Teach llm_memo to key instances of `cls` by the keyable value `encoder(obj)` returns."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_encoder(cls=...) takes a class; got {cls!r}")
+    if not callable(encoder):
+        raise TypeError(f"register_encoder(encoder=...) takes a callable; got {encoder!r}")
+    _encoders[cls] = encoder
+
+
+def is_plain(value: Any, tuples: bool = True) -> bool:
+    """True when orjson alone encodes `value` unambiguously (no tags needed).
+
+    This sits on the hit path, so leaves are tested inline rather than by a call per
+    node. Deep or cyclic input raises RecursionError; callers take the careful path.
+    """
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return True
+    if t is dict:
+        if TAG in value:
+            return False
+        for k, v in value.items():
+            if type(k) is not str:
+                return False
+            tv = type(v)
+            if tv is not str and tv is not int and tv is not bool and not is_plain(v, tuples):
+                return False
+        return True
+    if t is list or (tuples and t is tuple):
+        for v in value:
+            tv = type(v)
+            if tv is not str and tv is not int and tv is not bool and not is_plain(v, tuples):
+                return False
+        return True
+    return t is float and value - value == 0.0  # false for NaN and +-inf
+
+
+def encode(value: Any, name: str = "argument") -> bytes:
+    """Canonical bytes of `value`; `name` is the parameter named in errors."""
+    try:
+        if is_plain(value):
+            return orjson.dumps(value, option=_OPTS)
+    except (RecursionError, orjson.JSONEncodeError):
+        pass  # big ints, surrogates, cycles, depth: the careful path decides
+    tree = to_tree(value, name)
+    try:
+        return orjson.dumps(tree, option=_OPTS)
+    except orjson.JSONEncodeError as exc:  # tags add nesting orjson may refuse
+        raise UnkeyableArgumentError(name, type(value).__qualname__, "nested too deeply") from exc
+
+
+def encode_arguments(arguments: Mapping[str, Any]) -> bytes:
+    """Canonical bytes of a call's bound arguments; errors name the parameter."""
+    try:
+        if is_plain(arguments):
+            return orjson.dumps(arguments, option=_OPTS)
+    except (RecursionError, orjson.JSONEncodeError):
+        pass
+    tree = {name: to_tree(value, name) for name, value in arguments.items()}
+    try:
+        return orjson.dumps(tree, option=_OPTS)
+    except orjson.JSONEncodeError as exc:
+        raise UnkeyableArgumentError(next(iter(arguments), "argument"), "dict", "nested too deeply") from exc
+
+
+def to_tree(value: Any, name: str = "argument") -> Any:
+    """The JSON-native tree that stands for `value` in a key."""
+    try:
+        return _Converter(name).convert(value, name, 0)
+    except RecursionError as exc:
+        raise UnkeyableArgumentError(name, type(value).__qualname__, "nested too deeply") from exc
+
+
+def _tagged(tag: str, payload: Any) -> dict[str, Any]:
+    return {TAG: tag, "v": payload}
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _float_tree(value: float) -> Any:
+    if value - value == 0.0:
+        return float(value)
+    if value != value:
+        return _tagged("float", "nan")
+    return _tagged("float", "inf" if value > 0 else "-inf")
+
+
+def _str_tree(value: str) -> Any:
+    try:
+        value.encode("utf-8")
+        return str(value)
+    except UnicodeEncodeError:  # lone surrogates: keep every code point, distinctly
+        raw = value.encode("utf-8", "surrogatepass")
+        return _tagged("str", base64.b64encode(raw).decode("ascii"))
+
+
+class _Converter:
+    """One conversion: tracks the containers on the current path to catch cycles."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.active: set[int] = set()
+
+    def fail(self, path: str, value: Any, reason: str = "") -> UnkeyableArgumentError:
+        return UnkeyableArgumentError(path, type(value).__qualname__, reason)
+
+    def convert(self, value: Any, path: str, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise self.fail(self.root, value, f"nested deeper than {MAX_DEPTH} levels")
+        if value is None or value is True or value is False:
+            return value
+        if isinstance(value, enum.Enum):  # before int/str: IntEnum and StrEnum are subclasses
+            member = self.convert(value.value, f"{path}.value", depth + 1)
+            return _tagged("enum", [_class_name(type(value)), member])
+        if isinstance(value, str):
+            return _str_tree(value)
+        if isinstance(value, int):
+            value = int(value)
+            return value if _I64_MIN <= value <= _U64_MAX else _tagged("int", str(value))
+        if isinstance(value, float):
+            return _float_tree(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return _tagged("bytes", base64.b64encode(bytes(value)).decode("ascii"))
+        return self.convert_object(value, path, depth)
+
+    def convert_object(self, value: Any, path: str, depth: int) -> Any:
+        scalar = _scalar_tree(value)
+        if scalar is not None:
+            return scalar
+        ident = id(value)
+        if ident in self.active:
+            raise self.fail(self.root, value, f"it contains itself at {path}")
+        self.active.add(ident)
+        try:
+            return self.convert_container(value, path, depth + 1)
+        finally:
+            self.active.discard(ident)
+
+    def convert_container(self, value: Any, path: str, depth: int) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [self.convert(v, f"{path}[{i}]", depth) for i, v in enumerate(value)]
+        if isinstance(value, Mapping):
+            return self.convert_dict(value, path, depth)
+        if isinstance(value, (set, frozenset)):
+            items = [self.convert(v, f"{path}{{}}", depth) for v in value]
+            return _tagged("set", sorted(items, key=lambda t: orjson.dumps(t, option=_OPTS)))
+        encoder = _find_encoder(type(value))
+        if encoder is not None:
+            custom = self.convert(encoder(value), path, depth)
+            return _tagged("ext", [_class_name(type(value)), custom])
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            return _tagged("dataclass", [_class_name(type(value)), self.convert_dict(fields, path, depth)])
+        model = _pydantic_fields(value)
+        if model is not None:
+            return _tagged("pydantic", [_class_name(type(value)), self.convert_dict(model, path, depth)])
+        np = sys.modules.get("numpy")  # never import it: only its instances need it
+        if np is not None and isinstance(value, np.ndarray) and value.dtype.hasobject:
+            return _tagged("ndarray-object", [list(value.shape), self.convert(value.tolist(), path, depth)])
+        array = _numpy_tree(np, value)
+        if array is not None:
+            return array
+        raise self.fail(path, value)
+
+    def convert_dict(self, value: Mapping[Any, Any], path: str, depth: int) -> Any:
+        if all(type(k) is str for k in value) and TAG not in value:
+            return {k: self.convert(v, f"{path}[{k!r}]", depth) for k, v in value.items()}
+        pairs = [
+            [self.convert(k, f"{path}<key>", depth), self.convert(v, f"{path}[{k!r}]", depth)]
+            for k, v in value.items()
+        ]
+        pairs.sort(key=lambda kv: orjson.dumps(kv[0], option=_OPTS))
+        return _tagged("dict", pairs)
+
+
+def _scalar_tree(value: Any) -> Any:
+    """Tagged trees for the standard library's value types, or None."""
+    if isinstance(value, dt.datetime):
+        return _tagged("datetime", value.isoformat())
+    if isinstance(value, dt.date):
+        return _tagged("date", value.isoformat())
+    if isinstance(value, dt.time):
+        return _tagged("time", value.isoformat())
+    if isinstance(value, dt.timedelta):
+        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
+    if isinstance(value, decimal.Decimal):
+        return _tagged("decimal", str(value))
+    if isinstance(value, uuid.UUID):
+        return _tagged("uuid", str(value))
+    if isinstance(value, pathlib.PurePath):
+        flavour = "windows" if isinstance(value, pathlib.PureWindowsPath) else "posix"
+        return _tagged("path", [flavour, str(value)])
+    return None
+
+
+def _find_encoder(cls: type) -> Callable[[Any], Any] | None:
+    if not _encoders:
+        return None
+    for base in cls.__mro__:
+        if base in _encoders:
+            return _encoders[base]
+    return None
+
+
+def _pydantic_fields(value: Any) -> dict[str, Any] | None:
+    pydantic = sys.modules.get("pydantic")  # never import it: only its instances need it
+    if pydantic is None or not isinstance(value, pydantic.BaseModel):
+        return None
+    fields = getattr(type(value), "model_fields", None) or value.__fields__
+    return {name: getattr(value, name) for name in fields}
+
+
+def _numpy_tree(np: Any, value: Any) -> Any:
+    if np is None:
+        return None
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value).tobytes()
+        return _tagged("ndarray", [value.dtype.str, list(value.shape), base64.b64encode(data).decode("ascii")])
+    if isinstance(value, np.generic):
+        return _tagged("numpy", [value.dtype.str, base64.b64encode(value.tobytes()).decode("ascii")])
+    return None

@@ -1,0 +1,306 @@
+"""Values and entry envelopes <-> bytes. Data only: decoding never runs stored code.
+
+Envelope layout (format 1), the same in every tier::
+
+    b"LM" | format (1 byte) | crc32 of the rest (4)
+          | expires_at, created_at, latency (float64; expires_at NaN = never) | tokens (uint32)
+          | cost (float64) | flags (1) | metadata length (4) | metadata JSON | value JSON
+
+Values are tagged JSON: JSON-native data as it is, everything else as
+``{"\\u0000": tag, "v": payload}`` (tuples, bytes, sets, dates, Decimal, UUID, paths,
+Enum members, dataclasses and pydantic models). A class is rebuilt only if it is
+allowed: registered with ``allow_type``, named in a cached function's return
+annotation, or produced by a cached function in this process. Nothing is imported by
+name. Pickle is used only when the cache was built with ``allow_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import math
+import pathlib
+import pickle
+import re
+import struct
+import sys
+import uuid
+import zlib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import orjson
+
+from ._canonical import TAG, is_plain
+
+__all__ = [
+    "FLAG_PICKLE", "FLAG_PLAIN", "FORMAT", "CorruptEntry", "Header", "NewerFormat",
+    "UnencodableValue", "allow_type", "decode_value", "encode_value", "pack", "preview", "unpack",
+]
+
+FORMAT = 1
+FLAG_PICKLE = 1  # the value is a pickle: never written to shared tiers, read only with allow_pickle
+FLAG_PLAIN = 2  # the value JSON has no tags: orjson.loads alone decodes it
+_MAGIC = b"LM"
+_PREFIX = struct.Struct(">2sBI")  # magic, format, crc32 of everything after it
+_BODY = struct.Struct(">dddIdBI")  # expires_at (NaN = never), created_at, latency, tokens, cost, flags, metadata length
+
+_allowed: dict[str, type] = {}
+_SECRET_NAME = re.compile(
+    r"(^|_|-)(api_?key|apikey|token|access_token|secret|password|passwd|authorization|credentials?|cookie|bearer)($|_|-)",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(r"^(sk-|sk_|rk_|Bearer\s|ghp_|gho_|github_pat_|xox[abpr]-|AKIA|AIza)")
+_REDACTED = "***"
+
+
+class CorruptEntry(Exception):
+    """Stored bytes that are not a valid entry: a miss, never an error for the caller."""
+
+
+class NewerFormat(CorruptEntry):
+    """An entry written by a newer llm_memo: a miss, left in place for that version."""
+
+
+class UnencodableValue(Exception):
+    """A return value with no safe encoding: returned to the caller, not stored."""
+
+
+def allow_type(cls: type) -> type:
+    """Allow instances of `cls` (dataclass, pydantic model or Enum) to be rebuilt from a cache."""
+    if not isinstance(cls, type):
+        raise TypeError(f"allow_type(cls=...) takes a class; got {cls!r}")
+    _allowed[_class_path(cls)] = cls
+    return cls
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+# ---- values -------------------------------------------------------------------------
+
+def encode_value(value: Any, *, allow_pickle: bool = False) -> tuple[bytes, int]:
+    """(JSON bytes, envelope flags) for a return value; raises UnencodableValue."""
+    try:
+        if is_plain(value, tuples=False):
+            return orjson.dumps(value), FLAG_PLAIN
+    except (RecursionError, orjson.JSONEncodeError):
+        pass
+    try:
+        return orjson.dumps(_to_json(value)), 0
+    except (UnencodableValue, RecursionError, orjson.JSONEncodeError) as exc:
+        if not allow_pickle:
+            raise UnencodableValue(f"{type(value).__qualname__} has no safe encoding: {exc}") from None
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return orjson.dumps({TAG: "pickle", "v": base64.b64encode(data).decode("ascii")}), FLAG_PICKLE
+
+
+def decode_value(data: bytes, flags: int = 0, *, allow_pickle: bool = False) -> Any:
+    """The value stored by encode_value; raises CorruptEntry on anything unexpected."""
+    try:
+        if flags & FLAG_PLAIN:
+            return orjson.loads(data)
+        return _from_json(orjson.loads(data), allow_pickle)
+    except CorruptEntry:
+        raise
+    except Exception as exc:  # malformed payloads of any shape are a miss
+        raise CorruptEntry(f"undecodable value: {exc}") from None
+
+
+def _tag(tag: str, payload: Any) -> dict[str, Any]:
+    return {TAG: tag, "v": payload}
+
+
+def _to_json(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, enum.Enum):
+        _allowed.setdefault(_class_path(type(value)), type(value))
+        return _tag("enum", [_class_path(type(value)), _to_json(value.value)])
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return _tag("str", base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii"))
+    if type(value) is int:
+        return value if -(2**63) <= value < 2**64 else _tag("int", str(value))
+    if type(value) is float:
+        return value if math.isfinite(value) else _tag("float", repr(value))
+    if type(value) is list:
+        return [_to_json(v) for v in value]
+    if type(value) is tuple:
+        return _tag("tuple", [_to_json(v) for v in value])
+    if type(value) is dict:
+        if TAG not in value and all(type(k) is str for k in value):
+            return {k: _to_json(v) for k, v in value.items()}
+        return _tag("dict", [[_to_json(k), _to_json(v)] for k, v in value.items()])
+    return _object_to_json(value)
+
+
+def _object_to_json(value: Any) -> Any:
+    simple = {
+        bytes: lambda v: _tag("bytes", base64.b64encode(v).decode("ascii")),
+        set: lambda v: _tag("set", [_to_json(x) for x in v]),
+        frozenset: lambda v: _tag("frozenset", [_to_json(x) for x in v]),
+        dt.datetime: lambda v: _tag("datetime", v.isoformat()),
+        dt.date: lambda v: _tag("date", v.isoformat()),
+        dt.time: lambda v: _tag("time", v.isoformat()),
+        dt.timedelta: lambda v: _tag("timedelta", [v.days, v.seconds, v.microseconds]),
+        decimal.Decimal: lambda v: _tag("decimal", str(v)),
+        uuid.UUID: lambda v: _tag("uuid", str(v)),
+        pathlib.PurePosixPath: lambda v: _tag("path", ["posix", str(v)]),
+        pathlib.PosixPath: lambda v: _tag("path", ["local", str(v)]),
+        pathlib.PureWindowsPath: lambda v: _tag("path", ["windows", str(v)]),
+    }.get(type(value))
+    if simple is not None:
+        return simple(value)
+    cls = type(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _allowed.setdefault(_class_path(cls), cls)
+        fields = {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return _tag("dataclass", [_class_path(cls), fields])
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
+        _allowed.setdefault(_class_path(cls), cls)
+        fields = {name: _to_json(getattr(value, name)) for name in type(value).model_fields}
+        return _tag("pydantic", [_class_path(cls), fields])
+    raise UnencodableValue(f"{cls.__module__}.{cls.__qualname__}")
+
+
+def _from_json(node: Any, allow_pickle: bool) -> Any:
+    if type(node) is list:
+        return [_from_json(v, allow_pickle) for v in node]
+    if type(node) is not dict:
+        return node
+    if TAG not in node:
+        return {k: _from_json(v, allow_pickle) for k, v in node.items()}
+    tag, payload = node[TAG], node["v"]
+    if tag == "pickle":
+        if not allow_pickle:
+            raise CorruptEntry("a pickled entry, and this cache was not built with allow_pickle=True")
+        return pickle.loads(base64.b64decode(payload))
+    if tag in ("enum", "dataclass", "pydantic"):
+        return _rebuild(tag, payload, allow_pickle)
+    decoder = _DECODERS.get(tag)
+    if decoder is None:
+        raise CorruptEntry(f"unknown value tag {tag!r}")
+    return decoder(payload, allow_pickle)
+
+
+def _rebuild(tag: str, payload: Any, allow_pickle: bool) -> Any:
+    path, data = payload
+    cls = _allowed.get(path)
+    if cls is None:
+        raise CorruptEntry(f"class {path} is not allowed here; call llm_memo.allow_type({path.split(':')[-1]})")
+    data = _from_json(data, allow_pickle)
+    if tag == "enum":
+        return cls(data)
+    if tag == "dataclass":
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls) if f.init}})
+    try:
+        return cls.model_validate(data)
+    except Exception:  # SDK payloads that validate live may not re-validate: rebuild as-is
+        return cls.model_construct(**data)
+
+
+def _items(payload: Any, allow_pickle: bool) -> list[Any]:
+    return [_from_json(v, allow_pickle) for v in payload]
+
+
+_DECODERS: dict[str, Any] = {
+    "str": lambda p, a: base64.b64decode(p).decode("utf-8", "surrogatepass"),
+    "int": lambda p, a: int(p),
+    "float": lambda p, a: float(p),
+    "tuple": lambda p, a: tuple(_items(p, a)),
+    "dict": lambda p, a: {_hashable(_from_json(k, a)): _from_json(v, a) for k, v in p},
+    "bytes": lambda p, a: base64.b64decode(p),
+    "set": lambda p, a: set(map(_hashable, _items(p, a))),
+    "frozenset": lambda p, a: frozenset(map(_hashable, _items(p, a))),
+    "datetime": lambda p, a: dt.datetime.fromisoformat(p),
+    "date": lambda p, a: dt.date.fromisoformat(p),
+    "time": lambda p, a: dt.time.fromisoformat(p),
+    "timedelta": lambda p, a: dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
+    "decimal": lambda p, a: decimal.Decimal(p),
+    "uuid": lambda p, a: uuid.UUID(p),
+    "path": lambda p, a: _PATHS[p[0]](p[1]),
+}
+
+
+_PATHS = {"posix": pathlib.PurePosixPath, "windows": pathlib.PureWindowsPath, "local": pathlib.Path}
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):  # only a tuple can have been a set element or dict key
+        raise CorruptEntry("a list where a hashable value was stored")
+    return value
+
+
+# ---- envelopes ----------------------------------------------------------------------
+
+class Header(NamedTuple):
+    """The fixed-size part of an envelope: what the hit path needs without parsing JSON."""
+
+    expires_at: float | None
+    created_at: float
+    latency: float
+    tokens: int
+    cost: float
+    flags: int
+
+
+def pack(value_json: bytes, metadata: Mapping[str, Any], header: Header) -> bytes:
+    """Envelope bytes for an encoded value, its metadata and its header."""
+    meta = orjson.dumps(metadata)
+    expiry = math.nan if header.expires_at is None else float(header.expires_at)
+    fields = _BODY.pack(expiry, header.created_at, header.latency, header.tokens, header.cost, header.flags, len(meta))
+    body = fields + meta + value_json
+    return _MAGIC + bytes([FORMAT]) + zlib.crc32(body).to_bytes(4, "big") + body
+
+
+def unpack(data: bytes, *, verify: bool = True) -> tuple[Header, bytes, bytes]:
+    """(header, metadata JSON, value JSON); raises CorruptEntry or NewerFormat."""
+    if len(data) < _PREFIX.size + _BODY.size or data[:2] != _MAGIC:
+        raise CorruptEntry("not an llm_memo entry")
+    _magic, version, crc = _PREFIX.unpack_from(data)
+    if version > FORMAT:
+        raise NewerFormat(f"entry format {version} is newer than this llm_memo (format {FORMAT})")
+    if version != FORMAT:
+        raise CorruptEntry(f"unknown entry format {version}")
+    if verify and zlib.crc32(memoryview(data)[_PREFIX.size:]) != crc:
+        raise CorruptEntry("checksum mismatch")
+    expiry, created, latency, tokens, cost, flags, meta_len = _BODY.unpack_from(data, _PREFIX.size)
+    start = _PREFIX.size + _BODY.size
+    if start + meta_len > len(data):
+        raise CorruptEntry("truncated entry")
+    header = Header(None if math.isnan(expiry) else expiry, created, latency, tokens, cost, flags)
+    return header, data[start:start + meta_len], data[start + meta_len:]
+
+
+# ---- redacted previews --------------------------------------------------------------
+
+def preview(value: Any, *, name: str = "", limit: int = 200, depth: int = 0) -> Any:
+    """A short, JSON-native, secret-free picture of an argument for metadata and logs."""
+    if name and _SECRET_NAME.search(name):
+        return _REDACTED
+    if isinstance(value, str):
+        if _SECRET_VALUE.match(value):
+            return _REDACTED
+        text = value.encode("utf-8", "replace").decode("utf-8")
+        return text if len(text) <= limit else text[:limit] + "…"
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if depth >= 6:
+        return "…"
+    if isinstance(value, Mapping):
+        items = list(value.items())[:50]
+        return {str(k): preview(v, name=str(k), limit=limit, depth=depth + 1) for k, v in items}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [preview(v, limit=limit, depth=depth + 1) for v in list(value)[:50]]
+    return f"<{type(value).__qualname__}>"

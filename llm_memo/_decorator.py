@@ -1,0 +1,132 @@
+"""@llm_cache: a wrapt proxy whose cache methods are real methods, over one engine."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+import wrapt
+
+from ._cache import Cache
+from ._call import Engine
+from ._policy import CachePolicy
+from ._records import Stats
+
+__all__ = ["CachedFunction", "llm_cache"]
+
+P = ParamSpec("P")
+R = TypeVar("R", covariant=True)
+
+
+class CachedFunction(Protocol, Generic[P, R]):
+    """What @llm_cache returns: the function, plus methods to inspect and manage its cache."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
+    def cache_info(self) -> Stats: ...
+    def cache_clear(self) -> int: ...
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+
+
+class _Methods:
+    """cache_key / cache_info / cache_clear / invalidate, shared by the bound and unbound proxies."""
+
+    _self_engine: Engine
+
+    def _instance(self) -> Any:
+        return None
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """The 64-hex key this call would use; nothing is called or stored."""
+        engine = self._self_engine
+        instance = self._instance()
+        arguments = engine.keys.binder.bind(args if instance is None else (instance, *args), kwargs)
+        keyed = ({"\x00key": engine.key_function(*args, **kwargs)} if engine.key_function is not None
+                 else engine.keys.keyed_arguments(arguments, instance))
+        return engine.keys.key(keyed)
+
+    def cache_info(self) -> Stats:
+        """This function's hits, misses, bypasses and errors in this process."""
+        return self._self_engine.stats()
+
+    def cache_clear(self) -> int:
+        """Remove every entry of this function (all versions of it) from its cache."""
+        engine = self._self_engine
+        cache = engine.current_cache()
+        return 0 if cache is None else cache.invalidate(tag=engine.tags[0])
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Remove the entry this call would hit; True if there was one."""
+        cache = self._self_engine.current_cache()
+        return False if cache is None else cache.delete(self.cache_key(*args, **kwargs))
+
+    @property
+    def cache_function_name(self) -> str:
+        """"module.qualname", as used in the function's tag and in `llm-memo ls`."""
+        return self._self_engine.function
+
+
+class _BoundCachedFunction(_Methods, wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+    def _instance(self) -> Any:
+        return self._self_instance
+
+    @property
+    def _self_engine(self) -> Engine:  # type: ignore[override]
+        return self._self_parent._self_engine
+
+
+class _CachedFunction(_Methods, wrapt.FunctionWrapper):  # type: ignore[misc]
+    __bound_function_wrapper__ = _BoundCachedFunction
+
+    def __init__(self, wrapped: Callable[..., Any], engine: Engine) -> None:
+        if inspect.isasyncgenfunction(wrapped):
+            driver = engine.call_async_generator
+        elif inspect.iscoroutinefunction(wrapped):
+            driver = engine.acall
+        elif inspect.isgeneratorfunction(wrapped):
+            driver = engine.call_generator
+        else:
+            driver = engine.call
+        super().__init__(wrapped, driver)
+        self._self_engine = engine
+
+
+@overload
+def llm_cache(func: Callable[P, R]) -> CachedFunction[P, R]: ...
+@overload
+def llm_cache(
+    func: None = None, *, policy: CachePolicy | str | Callable[[str], Any] = "auto", ttl: Any = None,
+    cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
+    version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
+    on_nondeterministic: str = "bypass", intent_arg: str | None = None, track_source: bool = True,
+) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+
+
+def llm_cache(func: Any = None, *, policy: Any = "auto", ttl: Any = None, cache: Cache | None = None,
+              ignore: Iterable[str] = (), key: Callable[..., Any] | None = None, version: Any = None,
+              tags: Sequence[str] = (), namespace: str | None = None, on_nondeterministic: str = "bypass",
+              intent_arg: str | None = None, track_source: bool = True) -> Any:
+    """Memoize a prompt function (plain, async, generator or async generator; methods too).
+
+    policy: "auto" (classify the prompt's intent), a CachePolicy or its name, or a callable
+        taking the prompt text. ttl: seconds or timedelta; overrides the policy.
+    cache: the Cache to use (default: the process default, see configure()).
+    ignore: parameters left out of the key. key: a callable taking the call's arguments and
+        returning the value to key by instead. version / namespace: part of every key.
+    tags: added to every entry. on_nondeterministic: "bypass", "raise" or "cache" for calls
+        with temperature > 0. intent_arg: the parameter holding the prompt text.
+    track_source: key by a fingerprint of the function's source (edit it: fresh results).
+
+    For methods, ``self``/``cls`` is not part of the key; define ``__llm_memo_key__(self)``
+    on the class to key by the instance's state.
+    """
+    options = dict(policy=policy, ttl=ttl, cache=cache, ignore=ignore, key=key, version=version, tags=tags,
+                   namespace=namespace, on_nondeterministic=on_nondeterministic, intent_arg=intent_arg,
+                   track_source=track_source)
+    if func is None:
+        return lambda f: llm_cache(f, **options)
+    if not callable(func):
+        hint = f" Did you mean @llm_cache(policy={func!r})?" if isinstance(func, str) else ""
+        raise TypeError(f"llm_cache takes the function to decorate, or keyword options; got {func!r}.{hint}")
+    return _CachedFunction(func, Engine(func, **options))

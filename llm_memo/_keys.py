@@ -1,0 +1,183 @@
+"""Cache keys: bind a call to its signature, then hash identity, source and arguments.
+
+key = sha256(prefix + "\\n" + canonical arguments), where the prefix is the canonical
+JSON of [key format, module, qualified name, source fingerprint, version, namespace].
+Everything that is fixed per function is computed once, when it is decorated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from ._canonical import encode_arguments, to_tree
+
+__all__ = ["KEY_FORMAT", "Binder", "KeyMaker", "compute_key", "is_sdk_client", "source_fingerprint"]
+
+KEY_FORMAT = "llm_memo/key/1"
+_DEF_LINE = re.compile(r"^\s*(async\s+def|def|class)\s")
+_SDK_MODULES = frozenset({"openai", "anthropic", "httpx", "httpx2", "groq", "mistralai", "cohere"})
+_SDK_CLASS = re.compile(r"(Client|^(Async)?(OpenAI|AzureOpenAI|Anthropic\w*))$")
+_seen_types: set[type] = set()
+_client_types: set[type] = set()
+
+
+def is_sdk_client(value: Any) -> bool:
+    """True for SDK and HTTP client objects, which never belong in a key."""
+    return _holds_client([value])
+
+
+def _holds_client(values: Iterable[Any]) -> bool:
+    types = set(map(type, values))
+    for cls in types - _seen_types:  # each type is classified once per process
+        if cls.__module__.partition(".")[0] in _SDK_MODULES and _SDK_CLASS.search(cls.__name__):
+            _client_types.add(cls)
+        _seen_types.add(cls)
+    return not _client_types.isdisjoint(types)
+
+
+def source_fingerprint(func: Callable[..., Any]) -> str:
+    """SHA-256 of the function's normalised source, or "" when no source is available.
+
+    Decorator lines, blank lines and comment-only lines are left out, so moving the
+    function, re-indenting it or changing its decorators' options keeps its entries.
+    """
+    try:
+        source = inspect.getsource(inspect.unwrap(func))
+    except (OSError, TypeError):
+        return ""
+    lines = textwrap.dedent(source).splitlines()
+    start = next((i for i, line in enumerate(lines) if _DEF_LINE.match(line)), 0)
+    kept = [line.rstrip() for line in lines[start:] if line.strip() and not line.lstrip().startswith("#")]
+    return hashlib.sha256("\n".join(kept).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def compute_key(module: str, qualname: str, fingerprint: str, version: Any, namespace: str | None,
+                arguments: Mapping[str, Any]) -> str:
+    """The key of one call, from its parts (the reference the golden vectors pin)."""
+    prefix = _prefix(module, qualname, fingerprint, version, namespace)
+    return hashlib.sha256(prefix + encode_arguments(arguments)).hexdigest()
+
+
+def _prefix(module: str, qualname: str, fingerprint: str, version: Any, namespace: str | None) -> bytes:
+    parts = [KEY_FORMAT, module, qualname, fingerprint, to_tree(version, "version"), namespace]
+    return orjson.dumps(parts) + b"\n"
+
+
+class Binder:
+    """Binds positional and keyword arguments to parameter names, defaults applied.
+
+    The common shapes (no ``*args``, no positional-only parameters) bind without
+    ``inspect.Signature.bind``, which costs microseconds the hit path cannot spare.
+    """
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        kinds = inspect.Parameter
+        params = [p for p in signature.parameters.values() if p.kind is not kinds.VAR_KEYWORD]
+        self.signature = signature
+        self.var_keyword = next((p.name for p in signature.parameters.values() if p.kind is kinds.VAR_KEYWORD), None)
+        self.simple = all(p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY) for p in params)
+        self.positional = tuple(p.name for p in params if p.kind is kinds.POSITIONAL_OR_KEYWORD)
+        self.index = {name: i for i, name in enumerate(self.positional)}
+        self.names = frozenset(p.name for p in params)
+        self.defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        self.count = len(params)
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Parameter name -> value; raises TypeError as Python would for a bad call."""
+        n = len(args)
+        if not self.simple or n > len(self.positional):
+            return self._slow(args, kwargs)
+        bound = self.defaults.copy()
+        if n:
+            bound.update(zip(self.positional, args, strict=False))
+        extra: dict[str, Any] = {}
+        for k, v in kwargs.items():
+            if k in self.names:
+                if self.index.get(k, n) < n:
+                    return self._slow(args, kwargs)  # given twice: let Python word the error
+                bound[k] = v
+            elif self.var_keyword is None:
+                return self._slow(args, kwargs)
+            else:
+                extra[k] = v
+        if len(bound) != self.count:
+            return self._slow(args, kwargs)
+        if self.var_keyword is not None:
+            bound[self.var_keyword] = extra
+        return bound
+
+    def _slow(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+
+class KeyMaker:
+    """Everything a decorated function needs to turn a call into its key."""
+
+    def __init__(self, func: Callable[..., Any], *, ignore: Iterable[str] = (), version: Any = None,
+                 namespace: str | None = None, track_source: bool = True) -> None:
+        target = inspect.unwrap(func)
+        self.module = getattr(target, "__module__", None) or "__main__"
+        self.qualname = getattr(target, "__qualname__", None) or getattr(target, "__name__", "function")
+        self.function = f"{self.module}.{self.qualname}"
+        self.signature = inspect.signature(func)
+        self.binder = Binder(self.signature)
+        self.ignore, self.ignore_kwargs = _split_ignore(ignore, self.signature)
+        self.var_keyword = self.binder.var_keyword
+        self.fingerprint = source_fingerprint(func) if track_source else ""
+        self.version = version
+        self.namespace = namespace
+        self._hasher = hashlib.sha256(_prefix(self.module, self.qualname, self.fingerprint, version, namespace))
+        first = next(iter(self.signature.parameters), None)
+        self.ignore_with_first = self.ignore | {first} if first else self.ignore
+
+    def keyed_arguments(self, arguments: dict[str, Any], instance: Any = None) -> dict[str, Any]:
+        """The arguments that enter the key: ignored names, the bound instance and clients left out.
+
+        For a method call the instance (``self``/``cls``) is not keyed by identity or state; a
+        class whose state changes answers defines ``__llm_memo_key__(self)`` returning a
+        keyable value, and that value is keyed instead.
+        """
+        drop = self.ignore if instance is None else self.ignore_with_first
+        if _holds_client(arguments.values()):
+            keyed = {k: v for k, v in arguments.items() if k not in drop and type(v) not in _client_types}
+        elif drop:
+            keyed = {k: v for k, v in arguments.items() if k not in drop}
+        else:
+            keyed = arguments
+        if self.ignore_kwargs and self.var_keyword in keyed:
+            keyed = dict(keyed)
+            extra = keyed[self.var_keyword]
+            keyed[self.var_keyword] = {k: v for k, v in extra.items() if k not in self.ignore_kwargs}
+        if instance is not None and not isinstance(instance, type):
+            state = getattr(instance, "__llm_memo_key__", None)
+            if state is not None:
+                keyed = {**keyed, "\x00self": state()}
+        return keyed
+
+    def key(self, keyed: Mapping[str, Any]) -> str:
+        """The 64-hex key for already-filtered arguments."""
+        h = self._hasher.copy()
+        h.update(encode_arguments(keyed))
+        return h.hexdigest()
+
+
+def _split_ignore(ignore: Iterable[str], signature: inspect.Signature) -> tuple[frozenset[str], frozenset[str]]:
+    """(parameter names, names of **kwargs entries) to leave out of the key."""
+    names = frozenset([ignore] if isinstance(ignore, str) else ignore)
+    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = frozenset(n for n in names if n not in signature.parameters)
+    if unknown and not has_var_kw:
+        raise ValueError(
+            f"ignore={sorted(names)!r} names {sorted(unknown)!r}, which is not a parameter of this "
+            f"function; its parameters are {list(signature.parameters)!r}"
+        )
+    return names - unknown, unknown
