@@ -25,6 +25,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import marshal
 import pathlib
 import sys
 import uuid
@@ -41,6 +42,9 @@ MAX_DEPTH = 100
 TAG = "\x00"
 _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 _OPTS = orjson.OPT_SORT_KEYS
+_FAST_OPTS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+              | orjson.OPT_PASSTHROUGH_DATETIME)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 _encoders: dict[type, Callable[[Any], Any]] = {}
 
@@ -82,32 +86,59 @@ def is_plain(value: Any, tuples: bool = True) -> bool:
     return t is float and value - value == 0.0  # false for NaN and +-inf
 
 
+def _reject(value: Any) -> Any:
+    raise TypeError  # orjson calls this for every type it does not encode natively
+
+
+def _fast(value: Any, containers: list[Any]) -> bytes | None:
+    """orjson bytes of `value` when they are its canonical encoding, else None.
+
+    Proof without a Python walk over the tree: orjson (subclasses, dataclasses and dates
+    passed to `_reject`) accepts only JSON types plus Enum and UUID members; marshal accepts
+    only exact core types and so refuses Enum and UUID. What both accept is plain data but
+    for two things JSON blurs, which leave a trace in the output: NaN/inf (written as null)
+    and the reserved key (written as \u0000). Only then does `is_plain` look closer.
+    """
+    try:
+        out = orjson.dumps(value, default=_reject, option=_FAST_OPTS)
+        if containers:
+            marshal.dumps(containers)
+    except (TypeError, ValueError, RecursionError, orjson.JSONEncodeError):
+        return None
+    if (b"null" in out or b"\\u0000" in out) and not _plain_or_none(value):
+        return None
+    return out
+
+
+def _plain_or_none(value: Any) -> bool:
+    try:
+        return is_plain(value)
+    except RecursionError:
+        return False
+
+
 def encode(value: Any, name: str = "argument") -> bytes:
     """Canonical bytes of `value`; `name` is the parameter named in errors."""
-    try:
-        if is_plain(value):
-            return orjson.dumps(value, option=_OPTS)
-    except (RecursionError, orjson.JSONEncodeError):
-        pass  # big ints, surrogates, cycles, depth: the careful path decides
-    tree = to_tree(value, name)
-    try:
-        return orjson.dumps(tree, option=_OPTS)
-    except orjson.JSONEncodeError as exc:  # tags add nesting orjson may refuse
-        raise UnkeyableArgumentError(name, type(value).__qualname__, "nested too deeply") from exc
+    out = _fast(value, [] if type(value) in _SCALARS else [value])
+    if out is not None:
+        return out
+    return _dump(to_tree(value, name), name, value)
 
 
 def encode_arguments(arguments: Mapping[str, Any]) -> bytes:
     """Canonical bytes of a call's bound arguments; errors name the parameter."""
-    try:
-        if is_plain(arguments):
-            return orjson.dumps(arguments, option=_OPTS)
-    except (RecursionError, orjson.JSONEncodeError):
-        pass
+    out = _fast(arguments, [v for v in arguments.values() if type(v) not in _SCALARS])
+    if out is not None:
+        return out
     tree = {name: to_tree(value, name) for name, value in arguments.items()}
+    return _dump(tree, next(iter(arguments), "argument"), arguments)
+
+
+def _dump(tree: Any, name: str, value: Any) -> bytes:
     try:
         return orjson.dumps(tree, option=_OPTS)
-    except orjson.JSONEncodeError as exc:
-        raise UnkeyableArgumentError(next(iter(arguments), "argument"), "dict", "nested too deeply") from exc
+    except orjson.JSONEncodeError as exc:  # tags add nesting orjson may refuse
+        raise UnkeyableArgumentError(name, type(value).__qualname__, "nested too deeply") from exc
 
 
 def to_tree(value: Any, name: str = "argument") -> Any:
