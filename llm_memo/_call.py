@@ -71,6 +71,7 @@ class Engine:
         self.flights = Flights()
         self.aflights = AsyncFlights()
         self._warned = False
+        self.savings: Callable[[Any], tuple[int, float]] | None = None  # (tokens, USD) a stored value saves
 
     # ---- decisions ---------------------------------------------------------------------
 
@@ -153,8 +154,10 @@ class Engine:
             return
         self.counters.miss()
         cache.counters.miss()
+        tokens, cost = self.savings(value) if self.savings is not None else (0, 0.0)
         cache.set(key, value, lifetime=seconds, tags=self.entry_tags(plan.arguments),
-                  metadata=self.metadata(plan.arguments, policy), latency=latency, stats=self.counters)
+                  metadata=self.metadata(plan.arguments, policy), latency=latency, tokens=tokens, cost=cost,
+                  stats=self.counters)
         if logger.isEnabledFor(_DEBUG):
             logger.debug("miss %s key=%s latency=%.3fs ttl=%s", self.function, key[:12], latency, seconds)
 
