@@ -1,5 +1,7 @@
 """llm_memo: memoize LLM calls with canonical keys, a determinism guard and tiered storage."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._cache import Cache, configure, default_cache
 from ._canonical import register_encoder
 from ._codec import allow_type
@@ -10,8 +12,13 @@ from ._errors import (
     NonDeterministicCallWarning,
     UnkeyableArgumentError,
 )
+from ._openai import wrap
 from ._policy import CachePolicy, IntentRule, classify_intent
+from ._pricing import register_price
 from ._records import Entry, Stats
+
+if TYPE_CHECKING:
+    from ._server import LocalServer
 
 __version__ = "0.1.0"
 
@@ -22,6 +29,7 @@ __all__ = [
     "Entry",
     "IntentRule",
     "LLMMemoError",
+    "LocalServer",
     "NonDeterministicCallError",
     "NonDeterministicCallWarning",
     "Stats",
@@ -33,10 +41,21 @@ __all__ = [
     "default_cache",
     "llm_cache",
     "register_encoder",
+    "register_price",
+    "wrap",
 ]
 
 # Show the public names as llm_memo.X in reprs and docs, wherever they are defined (httpx's way).
-for _name in __all__[:-1]:
-    if _name != "__version__":
+for _name in __all__:
+    if _name not in ("__version__", "LocalServer"):
         globals()[_name].__module__ = "llm_memo"
 del _name
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LocalServer":  # the server's imports (http.server, email...) load only when asked for
+        from ._server import LocalServer
+
+        LocalServer.__module__ = "llm_memo"
+        return LocalServer
+    raise AttributeError(f"module 'llm_memo' has no attribute {name!r}")
