@@ -1,0 +1,345 @@
+"""DiskTier: raw bytes in a diskcache (SQLite) directory, with absolute expiry and a tag table."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sqlite3
+import stat
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import diskcache
+from diskcache.core import DBNAME, MODE_RAW, UNKNOWN
+
+from ._tier import check_entry
+
+logger = logging.getLogger("llm_memo")
+
+# Every value starts with: magic, absolute expires_at on the tier's clock (inf = never), and the
+# crc32 of the payload. The injected clock rules expiry (diskcache's expire_time uses time.time),
+# and a row we did not write, or one whose bytes changed, is dropped instead of returned.
+_HEADER = struct.Struct("!4sdI")
+_MAGIC = b"LMD1"
+
+# least-recently-stored: no write on read. disk_min_file_size: values inline, no per-entry files.
+_SETTINGS: dict[str, Any] = dict(
+    eviction_policy="least-recently-stored", statistics=0, tag_index=0, disk_min_file_size=2**62
+)
+_TAG_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS llm_memo_tags"
+    " (tag TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tag, key)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS llm_memo_tags_key ON llm_memo_tags (key)",
+)
+_warned_directories: set[str] = set()
+
+
+class _BytesOnlyDisk(diskcache.Disk):
+    """Store str keys and bytes values inline, and refuse to unpickle anything, ever."""
+
+    def put(self, key: Any) -> tuple[Any, bool]:
+        if type(key) is not str:
+            raise TypeError(f"disk tier keys are str, not {type(key).__name__}")
+        return key, True
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:
+            raise ValueError("refusing to unpickle a cache key")
+        return key
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
+        if read or type(value) is not bytes:
+            raise TypeError(f"disk tier values are bytes, not {type(value).__name__}")
+        return 0, MODE_RAW, None, sqlite3.Binary(value)
+
+    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> bytes:
+        if mode != MODE_RAW or read or type(value) is not bytes:
+            raise ValueError(f"refusing a row that is not raw bytes (mode {mode})")
+        return value
+
+
+def _execute(cache: diskcache.Cache, statement: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    # diskcache has no public way to run SQL. Cache._sql is the calling thread's connection
+    # (reopened after a fork by diskcache's pid check), the one cache.transact() holds the
+    # write lock on, so the tag rows commit or roll back with the value. Private but
+    # unchanged since diskcache 3 (2018); keep every use of it behind this function.
+    return cache._sql(statement, params)
+
+
+def _unpack(value: bytes) -> tuple[float, bytes] | None:
+    """Split a stored value into (expires_at, payload); None when it is not ours or is damaged."""
+    if len(value) >= _HEADER.size:
+        magic, expires_at, crc = _HEADER.unpack_from(value)
+        payload = value[_HEADER.size :]
+        if magic == _MAGIC and zlib.crc32(payload) == crc:
+            return expires_at, payload
+    return None
+
+
+def _prepare_directory(directory: str) -> None:
+    try:
+        os.makedirs(directory, mode=0o700)
+    except FileExistsError:
+        if not os.path.isdir(directory):
+            raise NotADirectoryError(f"cache directory {directory!r} is not a directory") from None
+        real = os.path.realpath(directory)
+        shared = os.stat(directory).st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if shared and real not in _warned_directories:
+            _warned_directories.add(real)
+            warnings.warn(
+                f"cache directory {directory!r} is writable by other users, who could plant "
+                f"or alter entries; run `chmod 700 {directory}` or choose a private directory",
+                UserWarning,
+                stacklevel=4,  # the DiskTier(...) call
+            )
+    else:
+        os.chmod(directory, 0o700)  # the umask may have taken more than group/other bits
+
+
+def _create_private(path: str) -> int:
+    """Create ``path`` 0600 if missing (SQLite gives -wal and -shm its mode); return its inode."""
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600))
+    return os.stat(path).st_ino
+
+
+def _quick_check(path: str, timeout: float) -> None:
+    """Raise sqlite3.DatabaseError when the file at ``path`` is not a sound SQLite database."""
+    con = sqlite3.connect(path, timeout=timeout)
+    try:
+        rows = con.execute("PRAGMA quick_check").fetchall()
+    finally:
+        con.close()
+    if rows != [("ok",)]:
+        raise sqlite3.DatabaseError(f"quick_check failed: {rows[0][0]}")
+
+
+class DiskTier:
+    """Persist values in ``directory`` (SQLite via diskcache), safe across threads and processes.
+
+    Construction creates the directory 0700 and the database 0600, sets a corrupt database
+    aside (``cache.db.corrupt-<UTC time>-<pid>``, logged on "llm_memo") and starts afresh. It
+    raises OSError (PermissionError, NotADirectoryError) when the directory or the database
+    cannot be created, sqlite3.OperationalError when an existing one cannot be written.
+    Other methods raise RuntimeError once closed, TimeoutError when another connection holds
+    the write lock for more than ``timeout`` seconds, and sqlite3.Error/OSError on other
+    faults. A database found corrupt in use is set aside (only that call fails); one deleted
+    or replaced under us is reopened, so writes never go to an unlinked file.
+    """
+
+    name = "disk"
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        size_limit: int = 2**30,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 1.0,
+    ) -> None:
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.size_limit = size_limit
+        self._clock = clock
+        self._timeout = timeout
+        self._path = os.path.join(self.directory, DBNAME)
+        self._reopening = threading.Lock()
+        self._retired: list[diskcache.Cache] = []  # replaced caches: close() ends our connection
+        self._closed = False
+        self._state = self._open()  # (cache, inode of the file it opened), swapped as one
+
+    def _open(self) -> tuple[diskcache.Cache, int]:
+        _prepare_directory(self.directory)
+        inode = _create_private(self._path)
+        try:
+            return self._connect(), inode
+        except sqlite3.DatabaseError as exc:
+            # Plain DatabaseError is SQLITE_CORRUPT or SQLITE_NOTADB; its subclasses are not.
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            self._set_aside(inode, exc)
+        inode = _create_private(self._path)
+        return self._connect(), inode
+
+    def _connect(self) -> diskcache.Cache:
+        _quick_check(self._path, self._timeout)
+        cache = diskcache.Cache(
+            self.directory,
+            timeout=self._timeout,  # SQLite busy timeout: a locked database fails fast
+            disk=_BytesOnlyDisk,
+            size_limit=self.size_limit,
+            **_SETTINGS,
+        )
+        try:
+            for statement in _TAG_SCHEMA:
+                _execute(cache, statement)
+        except BaseException:
+            cache.close()
+            raise
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.chmod(self._path + suffix, 0o600)
+        cache.close()  # each thread opens its own connection on first use; close() ends ours
+        return cache
+
+    def _set_aside(self, inode: int, reason: Exception) -> None:
+        path = self._path
+        try:
+            if os.stat(path).st_ino != inode:
+                return  # another process set it aside already and started afresh
+        except FileNotFoundError:
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self._clock()))
+        target = f"{path}.corrupt-{stamp}-{os.getpid()}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path + suffix, target + suffix)
+        logger.warning(
+            "corrupt disk cache %s (%s) moved to %s; starting afresh", path, reason, target
+        )
+
+    @contextlib.contextmanager
+    def _faults(self) -> Iterator[diskcache.Cache]:
+        if self._closed:
+            raise RuntimeError("the disk tier is closed")
+        cache, inode = self._state
+        try:
+            moved = os.stat(self._path).st_ino != inode
+        except FileNotFoundError:
+            moved = True
+        if moved:  # deleted or replaced under us: never write into an unlinked file
+            cache = self._reopen(cache)
+        try:
+            yield cache
+        except diskcache.Timeout:
+            raise TimeoutError(
+                f"disk cache {self.directory} stayed locked for more than {self._timeout} s"
+            ) from None
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is sqlite3.DatabaseError:
+                self._reopen(cache)  # quick_check finds the damage and sets it aside
+            raise
+
+    def _reopen(self, stale: diskcache.Cache) -> diskcache.Cache:
+        with self._reopening:
+            if self._state[0] is stale:  # else another thread has reopened already
+                stale.close()
+                self._retired.append(stale)
+                self._state = self._open()
+            return self._state[0]
+
+    def _live(
+        self, cache: diskcache.Cache, where: str = "", params: Sequence[Any] = ()
+    ) -> list[str]:
+        # Reads headers only. The expire_time test is diskcache's own (time.time), as in
+        # cache.get, so a listed key is one that get() can return.
+        rows = _execute(
+            cache,
+            "SELECT key, substr(value, 1, ?) FROM Cache WHERE raw = 1 AND mode = ?"
+            " AND typeof(key) = 'text' AND typeof(value) = 'blob'"
+            " AND (expire_time IS NULL OR expire_time > ?) " + where,
+            (_HEADER.size, MODE_RAW, time.time(), *params),
+        ).fetchall()
+        now = self._clock()
+        heads = [(key, _HEADER.unpack(head)) for key, head in rows if len(head) == _HEADER.size]
+        return [
+            key for key, (magic, expires_at, _) in heads if magic == _MAGIC and now < expires_at
+        ]
+
+    def _delete(self, cache: diskcache.Cache, key: str) -> bool:
+        with cache.transact():
+            live = bool(self._live(cache, "AND key = ?", (key,)))
+            cache.delete(key)
+            _execute(cache, "DELETE FROM llm_memo_tags WHERE key = ?", (key,))
+        return live
+
+    def _drop(self, cache: diskcache.Cache, key: str, reason: object) -> None:
+        logger.warning("dropping unreadable disk cache entry %s (%s)", key, reason)
+        with contextlib.suppress(diskcache.Timeout, sqlite3.OperationalError):
+            self._delete(cache, key)  # best effort: the answer is a miss either way
+
+    def get(self, key: str) -> bytes | None:
+        """Return the live value stored under ``key``, or None (dropping rows we cannot trust)."""
+        with self._faults() as cache:
+            try:
+                value = cache.get(key)
+            except ValueError as exc:  # _BytesOnlyDisk refused a pickle, text or file row
+                self._drop(cache, key, exc)
+                return None
+            if value is None:
+                return None
+            entry = _unpack(value)
+            if entry is None:
+                self._drop(cache, key, "foreign header or checksum mismatch")
+                return None
+        expires_at, payload = entry
+        return payload if self._clock() < expires_at else None
+
+    def set(
+        self, key: str, data: bytes, expires_at: float | None, tags: Sequence[str] = ()
+    ) -> None:
+        """Store ``data`` until ``expires_at``; a past expiry or an oversized value stores nothing."""
+        tags = check_entry(data, tags)
+        now = self._clock()
+        deadline = math.inf if expires_at is None else expires_at
+        with self._faults() as cache:
+            if not now < deadline or len(data) > self.size_limit:
+                self._delete(cache, key)  # store nothing, and leave no older value behind
+                return
+            value = _HEADER.pack(_MAGIC, deadline, zlib.crc32(data)) + data
+            expire = None if math.isinf(deadline) else deadline - now  # lets diskcache cull it
+            with cache.transact():
+                cache.set(key, value, expire=expire)
+                _execute(cache, "DELETE FROM llm_memo_tags WHERE key = ?", (key,))
+                for tag in tags:
+                    _execute(cache, "INSERT INTO llm_memo_tags VALUES (?, ?)", (tag, key))
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True when a live entry was removed."""
+        with self._faults() as cache:
+            return self._delete(cache, key)
+
+    def invalidate(self, tag: str) -> int:
+        """Remove every entry carrying ``tag`` and the tag rows of those entries."""
+        tagged = "SELECT key FROM llm_memo_tags WHERE tag = ?"
+        with self._faults() as cache, cache.transact():
+            live = self._live(cache, f"AND key IN ({tagged})", (tag,))
+            for (key,) in _execute(cache, tagged, (tag,)).fetchall():
+                cache.delete(key)
+            _execute(cache, f"DELETE FROM llm_memo_tags WHERE key IN ({tagged})", (tag,))
+        return len(live)
+
+    def clear(self) -> int:
+        """Remove everything, orphaned tag rows included; return how many live entries went."""
+        with self._faults() as cache, cache.transact():
+            live = self._live(cache)
+            cache.clear()
+            _execute(cache, "DELETE FROM llm_memo_tags")
+        return len(live)
+
+    def close(self) -> None:
+        """Close the calling thread's connections; the data stays on disk."""
+        if not self._closed:
+            self._closed = True
+            for cache in (*self._retired, self._state[0]):
+                cache.close()
+
+    def keys(self) -> Iterator[str]:
+        """Iterate over a snapshot of the live keys (never unpickling foreign keys)."""
+        with self._faults() as cache:
+            return iter(self._live(cache))
+
+    def volume(self) -> int:
+        """Bytes of the database (diskcache's estimate, what ``size_limit`` bounds)."""
+        with self._faults() as cache:
+            return int(cache.volume())
+
+    def __len__(self) -> int:
+        """Stored rows, including expired ones diskcache has not culled yet."""
+        with self._faults() as cache:
+            return len(cache)

@@ -1,0 +1,73 @@
+"""Tier protocol: a store of bytes under opaque keys, with an absolute expiry and tags."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Tier(Protocol):
+    """A byte store the cache engine chains (memory -> disk -> redis).
+
+    Keys are opaque strings (the engine's 64-char hex digests) and tags are short opaque
+    strings ("fn:app.ask"); a tier never interprets either. ``expires_at`` is absolute epoch
+    seconds on the cache's wall clock (the tier's injected ``clock``); ``None`` never expires.
+
+    - ``get`` returns ``None`` when the key is absent, expired, or holds a row the tier
+      cannot trust (it drops such rows); it never returns another key's or partial data.
+    - ``set`` replaces the value and the tags. An ``expires_at`` not after now, or a value
+      larger than the tier's limit, stores nothing and removes any older value for the key.
+    - ``delete``/``invalidate``/``clear`` return how many live entries they removed.
+    - ``keys`` yields live keys (a snapshot).
+    - ``close`` is idempotent; any other call on a closed tier raises ``RuntimeError``.
+
+    Caller mistakes (``data`` not bytes, ``tags`` a bare str) raise ``TypeError``.
+    Infrastructure faults raise (``OSError`` including ``TimeoutError``, ``sqlite3.Error``,
+    redis errors); the engine catches them, counts them and falls through.
+    """
+
+    name: str
+
+    def get(self, key: str) -> bytes | None:
+        """Return the live value stored under ``key``, or None."""
+        ...
+
+    def set(
+        self, key: str, data: bytes, expires_at: float | None, tags: Sequence[str] = ()
+    ) -> None:
+        """Store ``data`` under ``key`` until ``expires_at``, carrying ``tags``."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True when a live entry was removed."""
+        ...
+
+    def invalidate(self, tag: str) -> int:
+        """Remove every entry carrying ``tag``; return how many live entries went."""
+        ...
+
+    def clear(self) -> int:
+        """Remove everything; return how many live entries went."""
+        ...
+
+    def close(self) -> None:
+        """Release the tier's resources (persistent tiers keep their data)."""
+        ...
+
+    def keys(self) -> Iterator[str]:
+        """Iterate over a snapshot of the live keys."""
+        ...
+
+
+def check_entry(data: object, tags: Iterable[str]) -> tuple[str, ...]:
+    """Reject the caller mistakes every tier rejects alike; return the tags, deduplicated."""
+    if type(data) is not bytes:
+        raise TypeError(f"a tier stores bytes, got data of type {type(data).__name__}")
+    if isinstance(tags, (str, bytes)):
+        raise TypeError(f"tags must be a sequence of str, got a bare {type(tags).__name__}")
+    unique = tuple(dict.fromkeys(tags))
+    for tag in unique:
+        if type(tag) is not str:
+            raise TypeError(f"each tag must be a str, got {tag!r}")
+    return unique
