@@ -9,8 +9,11 @@ chain goes on to the next tier or, in the end, to the real function.
 
 from __future__ import annotations
 
+import html
+import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,10 +33,12 @@ from ._codec import (
 )
 from ._memory import MemoryTier
 from ._records import Entry, Stats
-from ._stats import Counters
+from ._stats import Counters, Ledger
 from ._tier import Tier
 
-__all__ = ["Cache", "Hit", "caching_enabled", "configure", "default_cache", "default_directory"]
+__all__ = [
+    "Cache", "Hit", "Stored", "caching_enabled", "configure", "default_cache", "default_directory", "hooks",
+]
 
 logger = logging.getLogger("llm_memo")
 
@@ -67,6 +72,7 @@ class Cache:
         memory_maxsize: int = 64 * 2**20,
         disk_size_limit: int = 2**30,
         redis_url: str | None = None,
+        redis_prefix: str = "llm_memo",
         disk: bool = True,
         allow_pickle: bool = False,
         clock: Callable[[], float] | None = None,
@@ -77,6 +83,7 @@ class Cache:
         self.allow_pickle = allow_pickle
         self.directory = Path(directory).expanduser() if directory is not None else default_directory()
         self.counters = Counters()
+        self.ledger: Ledger | None = None  # lifetime savings, kept beside the disk tier's files
         self._reported: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
         self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic)
@@ -84,7 +91,7 @@ class Cache:
         if disk:
             self._add_disk(disk_size_limit)
         if redis_url or os.environ.get("LLM_MEMO_REDIS_URL"):
-            self._add_redis(redis_url or os.environ["LLM_MEMO_REDIS_URL"])
+            self._add_redis(redis_url or os.environ["LLM_MEMO_REDIS_URL"], redis_prefix)
 
     def _add_disk(self, size_limit: int) -> None:
         from ._disk import DiskTier  # diskcache and sqlite3 load only when a disk tier is wanted
@@ -93,15 +100,17 @@ class Cache:
             self.tiers.append(DiskTier(self.directory, size_limit=size_limit, clock=self.clock))
         except Exception as exc:  # read-only or unusable directory: memory keeps working
             self._fault("disk", "open", exc, None)
+        else:
+            self.ledger = Ledger(self.directory, clock=self.clock)  # opens its file on first write
 
-    def _add_redis(self, url: str) -> None:
+    def _add_redis(self, url: str, prefix: str) -> None:
         try:
             from ._redis import RedisTier
         except ImportError as exc:
             raise ImportError(
                 "a Redis tier needs the redis package: pip install 'llm_memo[redis]'"
             ) from exc
-        self.tiers.append(RedisTier(url, clock=self.clock))
+        self.tiers.append(RedisTier(url, prefix=prefix, clock=self.clock))
 
     # ---- the hot path ------------------------------------------------------------------
 
@@ -158,6 +167,10 @@ class Cache:
         if built is None:
             return False
         data, expires_at, tags, flags = built
+        return self._write(key, data, expires_at, tags, flags, stats)
+
+    def _write(self, key: str, data: bytes, expires_at: float | None, tags: Sequence[str], flags: int,
+               stats: Counters | None) -> bool:
         stored = False
         for tier in self.tiers:
             if flags & FLAG_PICKLE and getattr(tier, "shared", False):
@@ -190,6 +203,8 @@ class Cache:
         self.counters.error()
         if stats is not None:
             stats.error()
+        if self.ledger is not None:
+            self.ledger.error()
         signature = (tier, op, type(exc).__name__)
         with self._lock:
             first = signature not in self._reported
@@ -257,6 +272,44 @@ class Cache:
             except Exception as exc:
                 self._fault(tier.name, "scan", exc, None)
 
+    # ---- raw entries (listing, export and import, without decoding values) -------------
+
+    def scan(self, prefix: str = "") -> Iterator[Stored]:
+        """Every live entry whose key starts with `prefix`, once, from the first tier holding it."""
+        seen: set[str] = set()
+        for tier in self.tiers:
+            try:
+                keys = [k for k in tier.keys() if k.startswith(prefix) and k not in seen]  # noqa: SIM118
+            except Exception as exc:
+                self._fault(tier.name, "scan", exc, None)
+                continue
+            for key in keys:
+                try:
+                    data = tier.get(key)
+                    if data is None:
+                        continue
+                    header, meta, value_json = unpack(data)
+                except Exception as exc:
+                    self._fault(tier.name, "read", exc, None)
+                    continue
+                seen.add(key)
+                yield Stored(key, tier.name, header, _json(meta), value_json, len(data))
+
+    def restore(self, key: str, header: Header, metadata: Mapping[str, Any], value_json: bytes) -> bool:
+        """Store an exported entry as it was (its own times and savings); False if no tier took it."""
+        tags = tuple(t for t in metadata.get("tags", ()) if isinstance(t, str))
+        return self._write(key, pack(value_json, metadata, header), header.expires_at, tags, header.flags, None)
+
+    def usage(self) -> dict[str, tuple[int, int]]:
+        """{tier name: (entries, bytes)}; -1 where a tier cannot tell."""
+        out = {}
+        for tier in self.tiers:
+            try:
+                out[tier.name] = (len(tier), tier.volume())  # type: ignore[arg-type, attr-defined]
+            except Exception:
+                out[tier.name] = (-1, -1)
+        return out
+
     def _each(self, op: Callable[[Tier], int]) -> int:
         """Run `op` on every tier; the largest count (tiers hold copies of the same entries)."""
         counts = [0]
@@ -268,11 +321,19 @@ class Cache:
         return max(counts)
 
     def stats(self) -> Stats:
-        """Hits, misses, bypasses and errors counted by this cache in this process."""
-        return self.counters.snapshot()
+        """Lifetime hits, misses, bypasses, errors and savings of this cache's directory.
+
+        Sums every process that used the directory (the persisted ledger, plus what this
+        process has not written yet). ``cache.counters.snapshot()`` is this process alone;
+        a cache without a disk tier has only that.
+        """
+        totals = self.ledger.totals() if self.ledger is not None else None
+        return totals[""] if totals is not None else self.counters.snapshot()
 
     def close(self) -> None:
-        """Close every tier (persistent tiers keep their data)."""
+        """Close every tier (persistent tiers keep their data) and write the savings ledger."""
+        if self.ledger is not None:
+            self.ledger.close()
         for tier in self.tiers:
             try:
                 tier.close()
@@ -287,6 +348,24 @@ class Cache:
 
     def __repr__(self) -> str:
         return f"Cache({str(self.directory)!r}, tiers={[t.name for t in self.tiers]})"
+
+    def _repr_html_(self) -> str:
+        stats = self.stats()
+        tiers = "".join(f"<tr><td>{html.escape(name)}</td><td>{n:,}</td><td>{size:,}</td></tr>"
+                        for name, (n, size) in self.usage().items())
+        return (f"<table><caption>llm_memo cache <code>{html.escape(str(self.directory))}</code></caption>"
+                f"<tr><th>tier</th><th>entries</th><th>bytes</th></tr>{tiers}</table>" + stats._repr_html_())
+
+
+class Stored(NamedTuple):
+    """An entry as stored: header, metadata (with "tags") and the undecoded value JSON."""
+
+    key: str
+    tier: str
+    header: Header
+    metadata: dict[str, Any]
+    value_json: bytes
+    size: int  # bytes of the envelope
 
 
 def function_tag(function: Any) -> str:
@@ -327,6 +406,22 @@ _default_lock = threading.Lock()
 _enabled = os.environ.get("LLM_MEMO_DISABLE", "").strip().lower() in ("", "0", "false", "no")
 
 
+class Hooks:
+    """Observers the engine calls; each is None when off, so the hot path pays one check."""
+
+    on_hit: Callable[[str, Hit], None] | None = None  # (function name, hit)
+
+
+hooks = Hooks()
+
+
+def _notebook_badge(function: str, hit: Hit) -> None:
+    # The badge belongs to the notebook tools (L5), which storage must not import: they are
+    # found by name, and only when IPython is already running (joblib's sys.modules check).
+    if "IPython" in sys.modules:
+        importlib.import_module("llm_memo._jupyter").show_badge(function, hit)
+
+
 def caching_enabled() -> bool:
     """False when LLM_MEMO_DISABLE=1 or configure(enabled=False) turned caching off."""
     return _enabled
@@ -343,9 +438,14 @@ def default_cache() -> Cache:
 
 
 def configure(directory: str | os.PathLike[str] | None = None, *, enabled: bool | None = None,
-              **options: Any) -> Cache:
-    """Replace the process default cache (same options as Cache); enabled=False turns caching off."""
+              notebook_badges: bool | None = None, **options: Any) -> Cache:
+    """Replace the process default cache (same options as Cache); enabled=False turns caching off.
+
+    notebook_badges=True: under IPython, a cached hit shows a small "cached" note below the cell.
+    """
     global _default, _enabled
+    if notebook_badges is not None:
+        hooks.on_hit = _notebook_badge if notebook_badges else None
     with _default_lock:
         if enabled is not None:
             _enabled = bool(enabled)

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ._cache import Cache, Hit, caching_enabled, default_cache
+from ._cache import Cache, Hit, caching_enabled, default_cache, hooks
 from ._codec import preview
 from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
@@ -29,6 +29,12 @@ __all__ = ["Engine", "Plan"]
 
 logger = logging.getLogger("llm_memo")
 _DEBUG = logging.DEBUG
+
+
+def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
+    """The call's `model` argument when it is a str (what the savings ledger groups by)."""
+    model = arguments.get("model") if arguments is not None else None
+    return model if isinstance(model, str) else None
 
 
 class Plan(NamedTuple):
@@ -131,16 +137,22 @@ class Engine:
 
     # ---- bookkeeping -------------------------------------------------------------------
 
-    def count_hit(self, cache: Cache, hit: Hit, key: str) -> None:
+    def count_hit(self, cache: Cache, hit: Hit, key: str, arguments: Mapping[str, Any] | None = None) -> None:
         self.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
         cache.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
+        if cache.ledger is not None:
+            cache.ledger.hit(self.function, _model_of(arguments), hit.tier, hit.latency, hit.tokens, hit.cost)
+        if hooks.on_hit is not None:
+            hooks.on_hit(self.function, hit)
         if logger.isEnabledFor(_DEBUG):
             logger.debug("hit %s key=%s tier=%s saved=%.3fs", self.function, key[:12], hit.tier, hit.latency)
 
-    def count_bypass(self, cache: Cache | None, why: str) -> None:
+    def count_bypass(self, cache: Cache | None, why: str, arguments: Mapping[str, Any] | None = None) -> None:
         self.counters.bypass()
         if cache is not None:
             cache.counters.bypass()
+            if cache.ledger is not None:
+                cache.ledger.bypass(self.function, _model_of(arguments))
         if logger.isEnabledFor(_DEBUG):
             logger.debug("bypass %s (%s)", self.function, why)
 
@@ -150,10 +162,12 @@ class Engine:
         key = plan.key
         assert key is not None
         if seconds == 0:
-            self.count_bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing")
+            self.count_bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing", plan.arguments)
             return
         self.counters.miss()
         cache.counters.miss()
+        if cache.ledger is not None:
+            cache.ledger.miss(self.function, _model_of(plan.arguments))
         tokens, cost = self.savings(value) if self.savings is not None else (0, 0.0)
         cache.set(key, value, lifetime=seconds, tags=self.entry_tags(plan.arguments),
                   metadata=self.metadata(plan.arguments, policy), latency=latency, tokens=tokens, cost=cost,
@@ -174,11 +188,11 @@ class Engine:
         plan = self.plan(instance, args, kwargs)
         key = plan.key
         if key is None:
-            self.count_bypass(cache, "non-deterministic")
+            self.count_bypass(cache, "non-deterministic", plan.arguments)
             return wrapped(*args, **kwargs)
         hit = cache.get(key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key)
+            self.count_hit(cache, hit, key, plan.arguments)
             return hit.value
 
         def compute() -> Any:
@@ -193,10 +207,10 @@ class Engine:
 
         value, led = self.flights.run(key, compute)
         if isinstance(value, Hit):
-            self.count_hit(cache, value, key)
+            self.count_hit(cache, value, key, plan.arguments)
             return value.value
         if not led:
-            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key)
+            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key, plan.arguments)
         return value
 
     async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -208,11 +222,11 @@ class Engine:
         plan = self.plan(instance, args, kwargs)
         key = plan.key
         if key is None:
-            self.count_bypass(cache, "non-deterministic")
+            self.count_bypass(cache, "non-deterministic", plan.arguments)
             return await wrapped(*args, **kwargs)
         hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key)
+            self.count_hit(cache, hit, key, plan.arguments)
             return hit.value
 
         async def compute() -> Any:
@@ -225,7 +239,7 @@ class Engine:
 
         value, led = await self.aflights.run(key, compute)
         if not led:
-            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key)
+            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key, plan.arguments)
         return value
 
     def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -237,11 +251,11 @@ class Engine:
         plan = self.plan(instance, args, kwargs)
         key = plan.key
         if key is None:
-            self.count_bypass(cache, "non-deterministic")
+            self.count_bypass(cache, "non-deterministic", plan.arguments)
             return wrapped(*args, **kwargs)
         hit = cache.get(key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key)
+            self.count_hit(cache, hit, key, plan.arguments)
             return replay(hit.value)
         lifetime = self.lifetime(plan.arguments)
         start = time.perf_counter()
@@ -257,7 +271,7 @@ class Engine:
         plan = self.plan(instance, args, kwargs)
         key = plan.key
         if key is None:
-            self.count_bypass(cache, "non-deterministic")
+            self.count_bypass(cache, "non-deterministic", plan.arguments)
             return wrapped(*args, **kwargs)
         return self._async_stream(cache, plan, key, wrapped, args, kwargs)
 
@@ -265,7 +279,7 @@ class Engine:
                             args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key)
+            self.count_hit(cache, hit, key, plan.arguments)
             async for chunk in areplay(hit.value):
                 yield chunk
             return

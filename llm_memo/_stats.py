@@ -1,13 +1,24 @@
-"""Thread-safe counters behind Stats."""
+"""Thread-safe counters behind Stats, and the persisted per-day savings ledger."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
+import os
+import sqlite3
 import threading
+import time
+import weakref
+from collections.abc import Callable
 from types import MappingProxyType
+from typing import NamedTuple
 
 from ._records import Stats
 
-__all__ = ["Counters"]
+__all__ = ["LEDGER_FILENAME", "Counters", "Ledger", "LedgerRow"]
+
+logger = logging.getLogger("llm_memo")
 
 
 class Counters:
@@ -53,3 +64,281 @@ class Counters:
         with self._lock:
             return Stats(self._hits, self._misses, self._bypassed, self._errors,
                          MappingProxyType(dict(self._tiers)), self._tokens, self._cost, self._time)
+
+
+# ---- the persisted savings ledger -------------------------------------------------------
+
+LEDGER_FILENAME = "ledger.sqlite3"
+_FIELDS = ("hits", "misses", "bypassed", "errors", "tokens_saved", "cost_saved", "time_saved")
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS savings (day TEXT NOT NULL, function TEXT NOT NULL, model TEXT NOT NULL,"
+    " hits INTEGER NOT NULL, misses INTEGER NOT NULL, bypassed INTEGER NOT NULL, errors INTEGER NOT NULL,"
+    " tokens_saved INTEGER NOT NULL, cost_saved REAL NOT NULL, time_saved REAL NOT NULL,"
+    " PRIMARY KEY (day, function, model)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS tier_hits (day TEXT NOT NULL, function TEXT NOT NULL, model TEXT NOT NULL,"
+    " tier TEXT NOT NULL, hits INTEGER NOT NULL, PRIMARY KEY (day, function, model, tier)) WITHOUT ROWID",
+)
+_UPSERT = (
+    f"INSERT INTO savings VALUES (?, ?, ?, {', '.join('?' * len(_FIELDS))})"
+    " ON CONFLICT (day, function, model) DO UPDATE SET "
+    + ", ".join(f"{f} = {f} + excluded.{f}" for f in _FIELDS)
+)
+_UPSERT_TIER = ("INSERT INTO tier_hits VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (day, function, model, tier) DO UPDATE SET hits = hits + excluded.hits")
+_RETRY_AFTER_FAILURE = 60.0  # seconds before a failed flush is tried again from the call path
+_BY = ("day", "function", "model")
+
+
+class LedgerRow(NamedTuple):
+    """One aggregate: a UTC day, a function ("" for faults outside any call), a model ("" when none)."""
+
+    day: str
+    function: str
+    model: str
+    stats: Stats
+
+
+class _Sums:
+    __slots__ = ("bypassed", "cost", "errors", "hits", "misses", "tiers", "time", "tokens")
+
+    def __init__(self) -> None:
+        self.hits = self.misses = self.bypassed = self.errors = self.tokens = 0
+        self.cost = self.time = 0.0
+        self.tiers: dict[str, int] = {}
+
+    def add(self, other: _Sums) -> None:
+        self.hits += other.hits
+        self.misses += other.misses
+        self.bypassed += other.bypassed
+        self.errors += other.errors
+        self.tokens += other.tokens
+        self.cost += other.cost
+        self.time += other.time
+        for tier, n in other.tiers.items():
+            self.tiers[tier] = self.tiers.get(tier, 0) + n
+
+    def stats(self) -> Stats:
+        return Stats(self.hits, self.misses, self.bypassed, self.errors, MappingProxyType(dict(self.tiers)),
+                     self.tokens, self.cost, self.time)
+
+
+class Ledger:
+    """Per-day savings of one cache directory, summed across processes in ``ledger.sqlite3``.
+
+    Calls add to an in-memory buffer (a dict update under a lock); the buffer is written
+    at most every ``interval`` seconds from the call path, on ``close()`` and at exit.
+    A write that fails (read-only file, locked database, full disk) never reaches the
+    caller: it is logged once on "llm_memo", kept, and tried again later.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
+                 interval: float = 2.0, timer: Callable[[], float] = time.monotonic) -> None:
+        self.path = os.path.join(os.path.abspath(os.fspath(directory)), LEDGER_FILENAME)
+        self.interval = interval
+        self._clock = clock
+        self._timer = timer
+        self._after_fork()
+        _track(self)
+
+    def _after_fork(self) -> None:
+        # Also the constructor's state. A child forgets its parent's buffer (the parent writes it)
+        # and never uses the parent's connection (SQLite connections must not cross a fork).
+        self._lock = threading.Lock()  # guards the buffer
+        self._io = threading.Lock()  # one connection, used by one thread at a time
+        self._buffer: dict[tuple[str, str, str], _Sums] = {}
+        self._con: sqlite3.Connection | None = None
+        self._due = self._timer() + self.interval
+        self._day = (-1, "")
+        self._warned = False
+
+    # ---- recording (the call path) -------------------------------------------------------
+
+    def _sums(self, function: str, model: str | None) -> _Sums:
+        # Called under self._lock.
+        epoch_day = int(self._clock() // 86400)
+        if epoch_day != self._day[0]:
+            self._day = (epoch_day, time.strftime("%Y-%m-%d", time.gmtime(epoch_day * 86400)))
+        slot = (self._day[1], function, model or "")
+        sums = self._buffer.get(slot)
+        if sums is None:
+            sums = self._buffer[slot] = _Sums()
+        return sums
+
+    def hit(self, function: str, model: str | None, tier: str, latency: float = 0.0, tokens: int = 0,
+            cost: float = 0.0) -> None:
+        """Record a hit served by `tier` and what it saved."""
+        with self._lock:
+            sums = self._sums(function, model)
+            sums.hits += 1
+            sums.tiers[tier] = sums.tiers.get(tier, 0) + 1
+            sums.time += latency
+            sums.tokens += tokens
+            sums.cost += cost
+        if self._timer() >= self._due:
+            self.flush(wait=False)
+
+    def miss(self, function: str, model: str | None) -> None:
+        """Record a lookup that found nothing."""
+        with self._lock:
+            self._sums(function, model).misses += 1
+        if self._timer() >= self._due:
+            self.flush(wait=False)
+
+    def bypass(self, function: str, model: str | None) -> None:
+        """Record a call deliberately not cached."""
+        with self._lock:
+            self._sums(function, model).bypassed += 1
+        if self._timer() >= self._due:
+            self.flush(wait=False)
+
+    def error(self, function: str = "", model: str | None = None) -> None:
+        """Record a tier fault or a bad entry (function "" when the cache cannot tell whose call)."""
+        with self._lock:
+            self._sums(function, model).errors += 1
+        if self._timer() >= self._due:
+            self.flush(wait=False)
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def flush(self, *, wait: bool = True) -> bool:
+        """Write the buffer; False if it could not (it is kept for the next try). Never raises."""
+        if not self._io.acquire(blocking=wait):
+            return False  # another thread is writing right now
+        try:
+            with self._lock:
+                pending, self._buffer = self._buffer, {}
+                self._due = self._timer() + self.interval
+            if not pending:
+                return True
+            try:
+                self._write(pending, busy_ms=2000 if wait else 100)
+            except Exception as exc:
+                with self._lock:
+                    for slot, sums in pending.items():
+                        self._buffer.setdefault(slot, _Sums()).add(sums)
+                    self._due = self._timer() + max(self.interval, _RETRY_AFTER_FAILURE)
+                self._log("write", exc)
+                return False
+            return True
+        finally:
+            self._io.release()
+
+    def _write(self, pending: dict[tuple[str, str, str], _Sums], busy_ms: int) -> None:
+        con = self._connect()
+        con.execute(f"PRAGMA busy_timeout = {busy_ms}")  # the call path waits little for a busy file
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(_UPSERT, [(*slot, s.hits, s.misses, s.bypassed, s.errors, s.tokens, s.cost, s.time)
+                                      for slot, s in pending.items()])
+            con.executemany(_UPSERT_TIER, [(*slot, tier, n) for slot, s in pending.items()
+                                           for tier, n in s.tiers.items()])
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def _connect(self) -> sqlite3.Connection:
+        # Called holding self._io.
+        if self._con is not None:
+            return self._con
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        if not os.path.exists(self.path):
+            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600))
+        con = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                con.execute(statement)
+        except BaseException:
+            con.close()
+            raise
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.chmod(self.path + suffix, 0o600)
+        self._con = con
+        return con
+
+    def _log(self, op: str, exc: BaseException) -> None:
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(level, "llm_memo: savings ledger %s failed on %s (%s: %s); calls are unaffected",
+                   op, self.path, type(exc).__name__, exc)
+
+    def close(self) -> None:
+        """Write the buffer and close the connection (a later record reopens it)."""
+        self.flush()
+        with self._io:
+            if self._con is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._con.close()
+                self._con = None
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def rows(self) -> list[LedgerRow] | None:
+        """Every aggregate, stored and not yet written, by (day, function, model); None if unreadable."""
+        merged: dict[tuple[str, str, str], _Sums] = {}
+        if os.path.exists(self.path):
+            with self._io:
+                try:
+                    stored = self._read()
+                except Exception as exc:
+                    self._log("read", exc)
+                    return None
+            merged.update(stored)
+        with self._lock:
+            for slot, sums in self._buffer.items():
+                merged.setdefault(slot, _Sums()).add(sums)
+        return [LedgerRow(*slot, sums.stats()) for slot, sums in sorted(merged.items())]
+
+    def _read(self) -> dict[tuple[str, str, str], _Sums]:
+        con = self._connect()
+        out: dict[tuple[str, str, str], _Sums] = {}
+        for day, function, model, *values in con.execute(
+                f"SELECT day, function, model, {', '.join(_FIELDS)} FROM savings"):
+            sums = out[(day, function, model)] = _Sums()
+            (sums.hits, sums.misses, sums.bypassed, sums.errors, sums.tokens, sums.cost, sums.time) = values
+        for day, function, model, tier, hits in con.execute("SELECT * FROM tier_hits"):
+            out.setdefault((day, function, model), _Sums()).tiers[tier] = hits
+        return out
+
+    def totals(self, by: str | None = None) -> dict[str, Stats] | None:
+        """Lifetime Stats, all together under "" or grouped by "day", "function" or "model"."""
+        if by is not None and by not in _BY:
+            raise ValueError(f"by= takes one of {', '.join(_BY)} or None; got by={by!r}")
+        rows = self.rows()
+        if rows is None:
+            return None
+        groups: dict[str, Stats] = {}
+        for row in rows:
+            name = "" if by is None else getattr(row, by)
+            groups[name] = groups[name] + row.stats if name in groups else row.stats
+        return groups if by is not None else {"": groups.get("", Stats())}
+
+
+_ledgers: weakref.WeakSet[Ledger] = weakref.WeakSet()
+_hooks_installed = False
+
+
+def _track(ledger: Ledger) -> None:
+    global _hooks_installed
+    _ledgers.add(ledger)
+    if not _hooks_installed:  # once per process, on the first ledger, not at import
+        _hooks_installed = True
+        atexit.register(_flush_all)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _flush_all() -> None:
+    """At exit: write what every live ledger still holds (failures are logged, never raised)."""
+    for ledger in list(_ledgers):
+        with contextlib.suppress(Exception):
+            ledger.flush()
+
+
+def _forget_after_fork() -> None:
+    for ledger in list(_ledgers):
+        ledger._after_fork()
