@@ -1,0 +1,542 @@
+"""Cache keys: binding to the signature, what is left out, source fingerprints, golden vectors."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import importlib.util
+import inspect
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llm_memo import UnkeyableArgumentError, llm_cache
+from llm_memo._keys import (
+    KEY_FORMAT,
+    Binder,
+    KeyMaker,
+    compute_key,
+    is_sdk_client,
+    source_fingerprint,
+)
+
+# -- binding -------------------------------------------------------------------------------------
+
+
+@llm_cache(track_source=False)
+def complete(prompt: str, model: str = "gpt-4o-mini", temperature: float = 0.0, *, max_tokens: int = 256,
+             **options: Any) -> str:
+    raise AssertionError("cache_key never calls the function")
+
+
+def test_spellings_of_one_call_share_a_key() -> None:
+    key = complete.cache_key("x")
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert complete.cache_key(prompt="x") == key
+    assert complete.cache_key("x", "gpt-4o-mini") == key
+    assert complete.cache_key("x", model="gpt-4o-mini") == key
+    assert complete.cache_key(model="gpt-4o-mini", prompt="x") == key
+    assert complete.cache_key("x", "gpt-4o-mini", 0.0, max_tokens=256) == key
+    assert complete.cache_key(temperature=0.0, max_tokens=256, prompt="x") == key
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [
+    (("y",), {}),
+    (("x", "gpt-4o"), {}),
+    (("x",), {"model": "gpt-4o"}),
+    (("x",), {"temperature": 0.5}),
+    (("x",), {"temperature": 0}),  # 0 and 0.0 are different values (documented typing rule)
+    (("x",), {"max_tokens": 255}),
+    (("x",), {"seed": 1}),
+    (("x",), {"seed": None}),
+    (("X",), {}),
+    (("x ",), {}),
+])
+def test_a_different_value_of_any_argument_changes_the_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    assert complete.cache_key(*args, **kwargs) != complete.cache_key("x")
+
+
+def test_keyword_order_never_matters() -> None:
+    a = complete.cache_key("x", seed=1, user="u", tools=["a"], max_tokens=5)
+    b = complete.cache_key(max_tokens=5, tools=["a"], user="u", seed=1, prompt="x")
+    assert a == b
+    assert complete.cache_key("x", seed=1, user="u") != complete.cache_key("x", seed="u", user=1)
+
+
+def test_bad_calls_raise_type_error_before_anything_is_keyed() -> None:
+    with pytest.raises(TypeError):
+        complete.cache_key()
+    with pytest.raises(TypeError):
+        complete.cache_key("x", prompt="y")
+    with pytest.raises(TypeError):
+        complete.cache_key("x", "m", 0.0, 256)
+
+
+def f_plain(a, b=2, c="c"):  # type: ignore[no-untyped-def]
+    pass
+
+
+def f_kwonly(a, *, b, c=3):  # type: ignore[no-untyped-def]
+    pass
+
+
+def f_varkw(a, b=None, *, c=1, **kw):  # type: ignore[no-untyped-def]
+    pass
+
+
+def f_varargs(a, *rest, b=0, **kw):  # type: ignore[no-untyped-def]
+    pass
+
+
+def f_posonly(a, /, b=1, *, c=2, **kw):  # type: ignore[no-untyped-def]
+    pass
+
+
+def f_empty():  # type: ignore[no-untyped-def]
+    pass
+
+
+def f_only_kw(**kw):  # type: ignore[no-untyped-def]
+    pass
+
+
+FUNCTIONS = [f_plain, f_kwonly, f_varkw, f_varargs, f_posonly, f_empty, f_only_kw]
+NAMES = ["a", "b", "c", "kw", "rest", "d", "self", "prompt"]
+
+
+def python_binds(signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return TypeError
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(FUNCTIONS), st.lists(st.integers(0, 9), max_size=5).map(tuple),
+       st.dictionaries(st.sampled_from(NAMES), st.integers(0, 9), max_size=4))
+def test_binder_binds_like_python(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    signature = inspect.signature(func)
+    expected = python_binds(signature, args, kwargs)
+    binder = Binder(signature)
+    if expected is TypeError:
+        with pytest.raises(TypeError):
+            binder.bind(args, kwargs)
+    else:
+        assert binder.bind(args, kwargs) == expected
+        assert binder.bind(args, dict(reversed(list(kwargs.items())))) == expected
+
+
+# -- what is left out of the key -----------------------------------------------------------------
+
+
+def test_ignore_removes_a_parameter() -> None:
+    def ask(prompt: str, client: Any = None, trace: str = "") -> str:
+        return prompt
+
+    cached = llm_cache(ignore=["client", "trace"], track_source=False)(ask)
+    assert cached.cache_key("x", object(), "t1") == cached.cache_key("x", client=object(), trace="t2")
+    assert cached.cache_key("x", lambda: 0) == cached.cache_key("x")  # not even encoded
+    assert cached.cache_key("x") != cached.cache_key("y")
+    single = llm_cache(ignore="client", track_source=False)(ask)
+    assert single.cache_key("x", object()) == single.cache_key("x", client=None)
+
+
+def test_ignore_of_an_unknown_name_raises_value_error_naming_it() -> None:
+    def ask(prompt: str, model: str = "m") -> str:
+        return prompt
+
+    with pytest.raises(ValueError, match="clinet") as raised:
+        llm_cache(ignore=["clinet"])(ask)
+    assert "prompt" in str(raised.value) and "model" in str(raised.value)
+
+
+def test_ignore_of_an_unknown_name_drops_that_kwargs_entry_when_the_function_takes_kwargs() -> None:
+    def ask(prompt: str, **options: Any) -> str:
+        return prompt
+
+    cached = llm_cache(ignore=["request_id"], track_source=False)(ask)
+    assert cached.cache_key("x", request_id=1) == cached.cache_key("x", request_id=2) == cached.cache_key("x")
+    assert cached.cache_key("x", request_id=1, seed=1) != cached.cache_key("x", request_id=1, seed=2)
+
+
+@pytest.fixture
+def clients() -> Any:
+    http = httpx.Client()
+    http2 = httpx.Client(base_url="http://127.0.0.1:9")
+    sdk = openai.OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1")
+    try:
+        yield [http, http2, sdk]
+    finally:
+        sdk.close()
+        http2.close()
+        http.close()
+
+
+def test_sdk_clients_are_never_part_of_the_key(clients: list[Any]) -> None:
+    assert all(is_sdk_client(c) for c in clients)
+    assert not any(is_sdk_client(v) for v in ("x", 1, None, [clients[0]], object()))
+
+    @llm_cache(track_source=False)
+    def ask(prompt: str, client: Any = None, model: str = "m") -> str:
+        return prompt
+
+    keys = {ask.cache_key("x", c) for c in clients} | {ask.cache_key("x", client=c, model="m") for c in clients}
+    assert len(keys) == 1
+    assert ask.cache_key("x", clients[0], "m2") != ask.cache_key("x", clients[0], "m")
+
+
+def test_sdk_clients_passed_through_kwargs_are_left_out_too(clients: list[Any]) -> None:
+    @llm_cache(track_source=False)
+    def ask(prompt: str, **options: Any) -> str:
+        return prompt
+
+    keys = {ask.cache_key("x", client=c, seed=1) for c in clients}
+    assert keys == {ask.cache_key("x", seed=1)}
+
+
+def test_key_function_replaces_the_argument_part() -> None:
+    def ask(prompt: str, client: Any = None, model: str = "m") -> str:
+        return prompt
+
+    cached = llm_cache(key=lambda prompt, client=None, model="m": [prompt.strip().lower(), model],
+                       track_source=False)(ask)
+    assert cached.cache_key("Hi ", lambda: 0) == cached.cache_key("hi", client=object())
+    assert cached.cache_key("hi") != cached.cache_key("hi", model="m2")
+    assert cached.cache_key("hi") != cached.cache_key("ho")
+    assert cached.cache_key("hi") != llm_cache(track_source=False)(ask).cache_key("hi")
+
+    unkeyable = llm_cache(key=lambda prompt, **_: object(), track_source=False)(ask)
+    with pytest.raises(UnkeyableArgumentError):
+        unkeyable.cache_key("hi")
+
+
+def test_version_and_namespace_change_the_key() -> None:
+    def ask(prompt: str) -> str:
+        return prompt
+
+    variants = [
+        {}, {"version": "1"}, {"version": "2"}, {"version": 1}, {"version": ("1",)},
+        {"namespace": "tenant-a"}, {"namespace": "tenant-b"}, {"namespace": ""},
+        {"version": "1", "namespace": "tenant-a"},
+    ]
+    keys = [llm_cache(track_source=False, **options)(ask).cache_key("x") for options in variants]
+    assert len(set(keys)) == len(variants)
+    again = [llm_cache(track_source=False, **options)(ask).cache_key("x") for options in variants]
+    assert again == keys
+
+
+def test_options_outside_the_key_leave_it_alone() -> None:
+    def ask(prompt: str) -> str:
+        return prompt
+
+    base = llm_cache(track_source=False)(ask).cache_key("x")
+    assert llm_cache(track_source=False, ttl=60, tags=["a"], policy="long")(ask).cache_key("x") == base
+
+
+# -- methods -------------------------------------------------------------------------------------
+
+
+class Assistant:
+    calls = 0
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @llm_cache(track_source=False, ttl=3600)
+    def ask(self, prompt: str, model: str = "m") -> str:
+        Assistant.calls += 1
+        return f"{prompt}!"
+
+
+class Persona:
+    def __init__(self, system: str) -> None:
+        self.system = system
+
+    def __llm_memo_key__(self) -> Any:
+        return {"system": self.system}
+
+    @llm_cache(track_source=False)
+    def ask(self, prompt: str) -> str:
+        return prompt
+
+
+def test_self_is_not_keyed() -> None:
+    a, b = Assistant("a"), Assistant("b")
+    assert a.ask.cache_key("x") == b.ask.cache_key("x") == Assistant("a").ask.cache_key("x")
+    assert a.ask.cache_key("x") != a.ask.cache_key("y")
+    assert a.ask.cache_key("x") == a.ask.cache_key(prompt="x", model="m")
+
+
+def test_two_instances_share_entries() -> None:
+    Assistant.calls = 0
+    assert Assistant("a").ask("shared prompt") == "shared prompt!"
+    assert Assistant("b").ask("shared prompt") == "shared prompt!"
+    assert Assistant.ask(Assistant("c"), "shared prompt") == "shared prompt!"
+    assert Assistant.calls == 1
+
+
+def test_the_key_of_a_call_through_the_class_is_the_key_of_the_call() -> None:
+    a = Assistant("a")
+    assert Assistant.ask.cache_key(a, "x") == a.ask.cache_key("x")
+
+
+def test_llm_memo_key_keys_by_state_not_identity() -> None:
+    assert Persona("terse").ask.cache_key("x") == Persona("terse").ask.cache_key("x")
+    assert Persona("terse").ask.cache_key("x") != Persona("verbose").ask.cache_key("x")
+    p = Persona("terse")
+    before = p.ask.cache_key("x")
+    p.system = "verbose"
+    assert p.ask.cache_key("x") == Persona("verbose").ask.cache_key("x") != before
+
+
+def test_the_key_never_depends_on_object_identity() -> None:
+    @dataclasses.dataclass
+    class Message:
+        role: str
+        content: str
+
+    @llm_cache(track_source=False)
+    def chat(messages: list[Message]) -> str:
+        return ""
+
+    first = chat.cache_key([Message("user", "hi")])
+    assert chat.cache_key([Message("user", "hi")]) == first
+    assert chat.cache_key([Message("user", "ho")]) != first
+    with pytest.raises(UnkeyableArgumentError, match="messages"):
+        chat.cache_key([object()])
+
+
+# -- source fingerprint --------------------------------------------------------------------------
+
+MODULE_NAME = "llm_memo_fingerprint_probe"
+BASE = '''
+from llm_memo import llm_cache
+
+
+@llm_cache(ttl=60)
+def ask(prompt, model="m"):
+    text = "Answer briefly: " + prompt
+    return text
+'''
+
+
+def load(tmp_path: Path, label: str, source: str) -> ModuleType:
+    """Import `source` as MODULE_NAME from its own directory (no stale linecache or .pyc)."""
+    path = tmp_path / label / f"{MODULE_NAME}.py"
+    path.parent.mkdir()
+    path.write_text(textwrap.dedent(source), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def key_of(tmp_path: Path, label: str, source: str) -> str:
+    return load(tmp_path, label, source).ask.cache_key("x")
+
+
+def test_source_fingerprint_is_a_sha256_when_source_exists(tmp_path: Path) -> None:
+    module = load(tmp_path, "base", BASE)
+    fingerprint = source_fingerprint(module.ask)
+    assert len(fingerprint) == 64 and fingerprint == source_fingerprint(module.ask.__wrapped__)
+    assert source_fingerprint(len) == ""
+    assert module.ask.cache_function_name == f"{MODULE_NAME}.ask"
+
+
+def test_editing_the_body_changes_the_key(tmp_path: Path) -> None:
+    base = key_of(tmp_path, "base", BASE)
+    assert key_of(tmp_path, "again", BASE) == base
+    assert key_of(tmp_path, "edited", BASE.replace("briefly", "in one word")) != base
+    assert key_of(tmp_path, "renamed", BASE.replace("text", "answer")) != base
+    assert key_of(tmp_path, "default", BASE.replace('model="m"', 'model="n"')) != base
+
+
+def test_comments_blank_lines_and_decorator_options_keep_the_key(tmp_path: Path) -> None:
+    base = key_of(tmp_path, "base", BASE)
+    commented = BASE.replace(
+        '    text = "Answer briefly: " + prompt\n',
+        '    # build the prompt\n\n    text = "Answer briefly: " + prompt\n\n        # indented note\n',
+    )
+    assert key_of(tmp_path, "commented", commented) == base
+    redecorated = BASE.replace("@llm_cache(ttl=60)", '@llm_cache(\n    ttl=3600,\n    tags=["docs"],\n)')
+    assert key_of(tmp_path, "redecorated", redecorated) == base
+    moved = "\n\n\n# a header comment\nimport os\n" + BASE
+    assert key_of(tmp_path, "moved", moved) == base
+
+
+def test_editing_a_line_of_a_prompt_template_that_looks_like_a_comment_changes_the_key(tmp_path: Path) -> None:
+    # Prompt templates are multi-line strings, and Markdown headings start with "#". Those
+    # lines are the prompt, not comments: editing one must give fresh results.
+    template = '''
+    from llm_memo import llm_cache
+
+
+    @llm_cache(ttl=60)
+    def ask(prompt):
+        return f"""
+    # Task
+    Summarise the text below.
+
+    {prompt}
+    """
+    '''
+    base = key_of(tmp_path, "base", template)
+    assert key_of(tmp_path, "heading", template.replace("# Task", "# Task: answer in French")) != base
+    assert key_of(tmp_path, "blank", template.replace("below.\n\n", "below.\n\n\n")) != base
+
+
+def test_track_source_false_ignores_body_edits(tmp_path: Path) -> None:
+    source = BASE.replace("@llm_cache(ttl=60)", "@llm_cache(ttl=60, track_source=False)")
+    base = key_of(tmp_path, "base", source)
+    assert key_of(tmp_path, "edited", source.replace("briefly", "in one word")) == base
+    assert base != key_of(tmp_path, "tracked", BASE)
+
+
+# -- golden vectors ------------------------------------------------------------------------------
+#
+# These keys were computed once, by running compute_key (and cache_key) of llm_memo 0.1.0, key
+# format "llm_memo/key/1", on CPython 3.11 with orjson 3.13 (the same at commits 0379e29 and
+# a9df1d2), and pasted here as literals. Every persisted cache entry is found by
+# such a key: if one of these tests fails, the change has orphaned every user's cache (each
+# call misses, recomputes and pays again). Do not edit the vectors. If the change is wanted,
+# bump KEY_FORMAT (llm_memo._keys) so old and new keys never meet, and re-pin the vectors
+# together with that bump. (After joblib's test_hashes_stay_the_same.)
+
+
+class Role(enum.Enum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+Role.__module__ = "golden"  # pin the class name the key carries, whatever pytest calls this module
+
+
+GOLDEN_PARTS = ("golden.prompts", "Prompts.ask", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+
+GOLDEN: list[tuple[str, Any, str | None, dict[str, Any], str]] = [
+    ("string", None, None, {"prompt": "Hello, world"},
+     "1b4e65866e2a8167b713090a4e5ee46cde5ffc545a5cd7e48d067ec9276b579b"),
+    ("unicode", None, None, {"prompt": "Grüße, 世界 👋", "model": "gpt-4o-mini"},
+     "5d48e225886805652e8ddde3a90aa9f823235b6746dc8477f7cbf449a2ef35ef"),
+    ("scalars", None, None, {"n": 3, "temperature": 0.0, "top_p": 1.0, "stream": False, "seed": None, "neg": -0.0},
+     "52947abbdaf5782f214f4ab18c6fa4d8f472cd87a13413b782a9d7478c9662c2"),
+    ("messages", "2", None, {"messages": [{"role": "system", "content": "Be brief."},
+                                          {"role": "user", "content": "Hi"}], "model": "m"},
+     "53e7b8bf49f06b07532df64c8c71e6b92185069d595a168580dca121f3a6d90d"),
+    ("set", None, "tenant-a", {"stop": {"\n\n", "END", "###"}, "ids": frozenset({3, 1, 2})},
+     "3f1219e3e393c4cecaa65ab0674251d1830aaf08e31134b0111cc083e7b0eba0"),
+    ("bytes", None, None, {"payload": b"\x00\xffbytes", "buffer": bytearray(b"ab")},
+     "4fe487ed2619ab8c902d6249fac5e3b3e29a1afdced9d979a7f5f5ef54af112a"),
+    ("datetimes", None, None, {"when": dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone.utc),
+                               "day": dt.date(2024, 5, 6), "naive": dt.datetime(2024, 5, 6, 7, 8)},
+     "b7b2da84c9b4a8a502584e26b1d564a097c51353ba885a55674f290dd0445f8c"),
+    ("decimal-uuid", ("v", 3), None, {"price": decimal.Decimal("12.50"), "id": uuid.UUID(int=42)},
+     "9f31c9c0b3117c5a9a9125da2ad6d37c79b50fa769f644c5a043f76f366a7bd5"),
+    ("enum", None, None, {"role": Role.USER, "history": [Role.ASSISTANT, "assistant"]},
+     "140b10c8cf5906d0f2b7a89944e703b7e8035164a4fa96ac613a872665d52314"),
+    ("nan-inf", None, None, {"x": math.nan, "y": math.inf, "z": -math.inf},
+     "054725492d087fc5f5b61ef167ba8e59709c6b99a3637f9c74814fd294a041ed"),
+    ("big-int", None, None, {"big": 2**100, "neg": -(2**70), "edge": 2**64 - 1},
+     "2ecc4d300cce74641fec69be5be2ad537e3e514a1385d24514814f7dad287676"),
+    ("non-str-keys", None, None, {"opts": {1: "one", (2, 3): "pair", None: "none", "1": "str"}},
+     "b0e692518abf5da9f63441c487222f2a5c3422bb3a860f082f911ca0e17493c9"),
+    ("nul-surrogate", None, None, {"text": "a\x00b", "odd": "\ud800x"},
+     "f5dc98a423d4b8447c57dd2ba43788e14457e17bfe250cd26e40c5981366eaf6"),
+    ("no-arguments", None, None, {},
+     "e8a16c64857dabc93bff55740caf49f3b50e7ddec86f6c05c76815445480b0a1"),
+]
+
+
+@pytest.mark.parametrize(("version", "namespace", "arguments", "expected"),
+                         [g[1:] for g in GOLDEN], ids=[g[0] for g in GOLDEN])
+def test_golden_keys(version: Any, namespace: str | None, arguments: dict[str, Any], expected: str) -> None:
+    assert KEY_FORMAT == "llm_memo/key/1"
+    assert compute_key(*GOLDEN_PARTS, version, namespace, arguments) == expected
+
+
+@llm_cache(track_source=False, version="golden")
+def golden_prompt(prompt: str, model: str = "gpt-4o-mini", *, temperature: float = 0.0, **options: Any) -> str:
+    raise AssertionError("cache_key never calls the function")
+
+
+# The module name is part of the key, and pytest names this module by its import mode.
+GOLDEN_DECORATED = {
+    "test_keys": "12d2e1acd1e5c41dadb94ad982abb31562c972ebd43910698feac1a5cd24c929",
+    "tests.test_keys": "b8362a0dbe315b5c96d5aeffa27f0a218b4c9543b6f3d044792f54e68ec3a586",
+}
+
+
+def test_golden_key_of_a_decorated_function() -> None:
+    module = golden_prompt.cache_function_name.rpartition(".")[0]
+    assert module in GOLDEN_DECORATED
+    expected = GOLDEN_DECORATED[module]
+    assert golden_prompt.cache_key("Say hi", seed=7, stop=["\n"]) == expected
+    assert golden_prompt.cache_key(prompt="Say hi", model="gpt-4o-mini", temperature=0.0,
+                                   stop=["\n"], seed=7) == expected
+    arguments = {"prompt": "Say hi", "model": "gpt-4o-mini", "temperature": 0.0,
+                 "options": {"seed": 7, "stop": ["\n"]}}
+    assert compute_key(module, "golden_prompt", "", "golden", None, arguments) == expected
+
+
+def test_key_maker_agrees_with_compute_key() -> None:
+    def ask(prompt: str, n: int = 1) -> str:
+        return prompt
+
+    maker = KeyMaker(ask, version="v", namespace="ns", track_source=True)
+    arguments = maker.binder.bind(("x",), {})
+    assert maker.key(maker.keyed_arguments(arguments)) == compute_key(
+        ask.__module__, ask.__qualname__, source_fingerprint(ask), "v", "ns", {"prompt": "x", "n": 1})
+
+
+# -- stability across processes and hash seeds ---------------------------------------------------
+
+STABILITY_SCRIPT = r"""
+import datetime, json, math
+from llm_memo._keys import compute_key
+
+cases = [
+    {"stop": {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"}},
+    {"tags": frozenset(f"tag-{i}" for i in range(40))},
+    {"nested": {"b": {"y", "x"}, "a": [{"z": 1, "y": 2}], ("t", 1): "tuple-key", 3: "int-key"}},
+    {"messages": [{"role": "user", "content": "hi"}], "model": "m", "x": math.nan},
+    {"mixed": {1, "1", 1.5, None, ("a", "b"), frozenset({"p", "q"})}},
+    {"when": datetime.date(2024, 1, 2), "bytes": b"\x00\x01"},
+]
+print(json.dumps([compute_key("m", "f", "", None, "ns", c) for c in cases]))
+"""
+
+
+def stability_cases() -> list[dict[str, Any]]:
+    namespace: dict[str, Any] = {}
+    exec(STABILITY_SCRIPT.replace("print(", "result = ("), namespace)
+    return json.loads(namespace["result"])
+
+
+@pytest.mark.slow
+def test_keys_are_the_same_in_every_process_and_hash_seed() -> None:
+    in_process = stability_cases()
+    assert len(set(in_process)) == len(in_process)
+    for seed in ("0", "1", "random"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", STABILITY_SCRIPT], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == in_process, f"PYTHONHASHSEED={seed}"
