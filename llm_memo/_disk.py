@@ -12,7 +12,6 @@ import struct
 import threading
 import time
 import warnings
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,10 +22,11 @@ from ._tier import check_entry
 
 logger = logging.getLogger("llm_memo")
 
-# Every value starts with: magic, absolute expires_at on the tier's clock (inf = never), and the
-# crc32 of the payload. The injected clock rules expiry (diskcache's expire_time uses time.time),
-# and a row we did not write, or one whose bytes changed, is dropped instead of returned.
-_HEADER = struct.Struct("!4sdI")
+# Every value starts with a magic and the absolute expires_at on the tier's clock (inf = never):
+# the injected clock rules expiry (diskcache's expire_time uses time.time), and a row we did not
+# write is dropped, never returned. The payload's checksum is the codec's (its envelope has one),
+# so a damaged payload reaches the engine, which counts it.
+_HEADER = struct.Struct("!4sd")
 _MAGIC = b"LMD1"
 
 # least-recently-stored: no write on read. disk_min_file_size: values inline, no per-entry files.
@@ -74,12 +74,11 @@ def _execute(cache: diskcache.Cache, statement: str, params: Sequence[Any] = ())
 
 
 def _unpack(value: bytes) -> tuple[float, bytes] | None:
-    """Split a stored value into (expires_at, payload); None when it is not ours or is damaged."""
+    """Split a stored value into (expires_at, payload); None when we did not write it."""
     if len(value) >= _HEADER.size:
-        magic, expires_at, crc = _HEADER.unpack_from(value)
-        payload = value[_HEADER.size :]
-        if magic == _MAGIC and zlib.crc32(payload) == crc:
-            return expires_at, payload
+        magic, expires_at = _HEADER.unpack_from(value)
+        if magic == _MAGIC:
+            return expires_at, value[_HEADER.size :]
     return None
 
 
@@ -247,9 +246,7 @@ class DiskTier:
         ).fetchall()
         now = self._clock()
         heads = [(key, _HEADER.unpack(head)) for key, head in rows if len(head) == _HEADER.size]
-        return [
-            key for key, (magic, expires_at, _) in heads if magic == _MAGIC and now < expires_at
-        ]
+        return [key for key, (magic, expires_at) in heads if magic == _MAGIC and now < expires_at]
 
     def _delete(self, cache: diskcache.Cache, key: str) -> bool:
         with cache.transact():
@@ -275,7 +272,7 @@ class DiskTier:
                 return None
             entry = _unpack(value)
             if entry is None:
-                self._drop(cache, key, "foreign header or checksum mismatch")
+                self._drop(cache, key, "not written by llm_memo")
                 return None
         expires_at, payload = entry
         return payload if self._clock() < expires_at else None
@@ -291,7 +288,7 @@ class DiskTier:
             if not now < deadline or len(data) > self.size_limit:
                 self._delete(cache, key)  # store nothing, and leave no older value behind
                 return
-            value = _HEADER.pack(_MAGIC, deadline, zlib.crc32(data)) + data
+            value = _HEADER.pack(_MAGIC, deadline) + data
             expire = None if math.isinf(deadline) else deadline - now  # lets diskcache cull it
             with cache.transact():
                 cache.set(key, value, expire=expire)

@@ -14,8 +14,9 @@ class Tier(Protocol):
     strings ("fn:app.ask"); a tier never interprets either. ``expires_at`` is absolute epoch
     seconds on the cache's wall clock (the tier's injected ``clock``); ``None`` never expires.
 
-    - ``get`` returns ``None`` when the key is absent, expired, or holds a row the tier
-      cannot trust (it drops such rows); it never returns another key's or partial data.
+    - ``get`` returns ``None`` when the key is absent, expired, or holds a row the tier did
+      not write (it drops such rows). It returns the bytes as stored: checking the payload
+      (checksum, format) is the codec's job, so that the engine sees and counts damage.
     - ``set`` replaces the value and the tags. An ``expires_at`` not after now, or a value
       larger than the tier's limit, stores nothing and removes any older value for the key.
     - ``delete``/``invalidate``/``clear`` return how many live entries they removed.

@@ -334,18 +334,26 @@ def test_disk_never_unpickles_a_planted_row(tmp_path, clock):
     tier.close()
 
 
-def test_disk_drops_a_value_whose_bytes_changed(tmp_path, clock, caplog):
+def test_disk_returns_payload_verbatim_and_drops_a_damaged_header(tmp_path, clock, caplog):
     tier = DiskTier(tmp_path, clock=clock)
     tier.set(k(1), b"the original answer", None)
-    with sqlite3.connect(tmp_path / "cache.db") as con:
-        (value,) = con.execute("SELECT value FROM Cache WHERE key = ?", (k(1),)).fetchone()
-        flipped = value[:-1] + bytes([value[-1] ^ 1])
-        con.execute("UPDATE Cache SET value = ? WHERE key = ?", (flipped, k(1)))
-    con.close()
+    tier.set(k(2), b"another answer", None)
+
+    def damage(key: str, index: int) -> None:
+        with sqlite3.connect(tmp_path / "cache.db") as con:
+            (value,) = con.execute("SELECT value FROM Cache WHERE key = ?", (key,)).fetchone()
+            value = bytearray(value)
+            value[index] ^= 1
+            con.execute("UPDATE Cache SET value = ? WHERE key = ?", (bytes(value), key))
+        con.close()
+
+    damage(k(1), -1)  # the payload: the codec's checksum will catch it, and the engine count it
+    assert tier.get(k(1)) == b"the original answes"
+    damage(k(2), 0)  # our header: not a row this tier wrote
     with caplog.at_level(logging.WARNING, logger="llm_memo"):
-        assert tier.get(k(1)) is None
-    assert "checksum" in caplog.text
-    assert rows(tmp_path, k(1)) == 0
+        assert tier.get(k(2)) is None
+    assert "not written by llm_memo" in caplog.text
+    assert rows(tmp_path, k(2)) == 0
     tier.close()
 
 
