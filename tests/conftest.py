@@ -1,0 +1,48 @@
+"""Shared fixtures: a hand-moved clock, a Cache on it, and a private process default."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import llm_memo
+
+
+class FakeClock:
+    """Epoch seconds that move only when a test calls advance()."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, clock: FakeClock) -> Iterator[llm_memo.Cache]:
+    with llm_memo.Cache(tmp_path / "cache", clock=clock) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _private_default_cache(tmp_path_factory: pytest.TempPathFactory,
+                           monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches ~/.cache: the default cache lives in a fresh temporary directory."""
+    directory = tmp_path_factory.mktemp("default-cache")
+    monkeypatch.setenv("LLM_MEMO_DIR", str(directory))
+    monkeypatch.delenv("LLM_MEMO_DISABLE", raising=False)
+    monkeypatch.delenv("LLM_MEMO_REDIS_URL", raising=False)
+    llm_memo.configure(directory, enabled=True)
+    yield
+    # Close this test's default; what stays behind holds no files.
+    llm_memo.configure(enabled=True, disk=False)
