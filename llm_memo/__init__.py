@@ -16,6 +16,7 @@ from ._openai import wrap
 from ._policy import CachePolicy, IntentRule, classify_intent
 from ._pricing import register_price
 from ._records import Entry, Stats
+from ._warm import WarmReport
 
 if TYPE_CHECKING:
     from ._server import LocalServer
@@ -34,16 +35,26 @@ __all__ = [
     "NonDeterministicCallWarning",
     "Stats",
     "UnkeyableArgumentError",
+    "WarmReport",
     "__version__",
     "allow_type",
     "classify_intent",
     "configure",
     "default_cache",
     "llm_cache",
+    "load_ipython_extension",
     "register_encoder",
     "register_price",
     "wrap",
 ]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext llm_memo`: register the %llm_memo magic (IPython loads only here)."""
+    from ._jupyter import load_ipython_extension as load
+
+    load(ipython)
+
 
 # Show the public names as llm_memo.X in reprs and docs, wherever they are defined (httpx's way).
 for _name in __all__:

@@ -295,6 +295,18 @@ class Cache:
                 seen.add(key)
                 yield Stored(key, tier.name, header, _json(meta), value_json, len(data))
 
+    def __contains__(self, key: object) -> bool:
+        """True if some tier holds a live entry under `key` (nothing decoded, nothing promoted)."""
+        if not isinstance(key, str):
+            return False
+        for tier in self.tiers:
+            try:
+                if tier.get(key) is not None:
+                    return True
+            except Exception as exc:
+                self._fault(tier.name, "read", exc, None)
+        return False
+
     def restore(self, key: str, header: Header, metadata: Mapping[str, Any], value_json: bytes) -> bool:
         """Store an exported entry as it was (its own times and savings); False if no tier took it."""
         tags = tuple(t for t in metadata.get("tags", ()) if isinstance(t, str))

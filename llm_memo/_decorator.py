@@ -12,6 +12,7 @@ from ._cache import Cache
 from ._call import Engine
 from ._policy import CachePolicy
 from ._records import Stats
+from ._warm import WarmReport, awarm, warm
 
 __all__ = ["CachedFunction", "llm_cache"]
 
@@ -27,10 +28,12 @@ class CachedFunction(Protocol, Generic[P, R]):
     def cache_info(self) -> Stats: ...
     def cache_clear(self) -> int: ...
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
+    def warm(self, calls: Iterable[Any], *, concurrency: int = 4, progress: bool = True) -> WarmReport: ...
+    async def awarm(self, calls: Iterable[Any], *, concurrency: int = 4, progress: bool = True) -> WarmReport: ...
 
 
 class _Methods:
-    """cache_key / cache_info / cache_clear / invalidate, shared by the bound and unbound proxies."""
+    """cache_key / cache_info / cache_clear / invalidate / warm, shared by the bound and unbound proxies."""
 
     _self_engine: Engine
 
@@ -60,6 +63,17 @@ class _Methods:
         """Remove the entry this call would hit; True if there was one."""
         cache = self._self_engine.current_cache()
         return False if cache is None else cache.delete(self.cache_key(*args, **kwargs))
+
+    def warm(self, calls: Iterable[Any], *, concurrency: int = 4, progress: bool = True) -> WarmReport:
+        """Run `calls` through this function, skipping stored ones (tuple: positional arguments,
+        dict: keyword arguments, anything else: the one argument); see llm_memo.WarmReport."""
+        return warm(self, calls, concurrency=concurrency, progress=progress,
+                    cache=self._self_engine.current_cache())
+
+    async def awarm(self, calls: Iterable[Any], *, concurrency: int = 4, progress: bool = True) -> WarmReport:
+        """The async twin of warm (use it inside a running event loop, e.g. a notebook cell)."""
+        return await awarm(self, calls, concurrency=concurrency, progress=progress,
+                           cache=self._self_engine.current_cache())
 
     @property
     def cache_function_name(self) -> str:
