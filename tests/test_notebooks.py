@@ -1,0 +1,38 @@
+"""Every notebook in notebooks/ runs top to bottom in a real Jupyter kernel, offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_the_notebooks_are_there() -> None:
+    assert {p.stem for p in NOTEBOOKS} >= {"quickstart", "cost_report"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The kernel inherits these: caches and temporary directories land in this test's tmp_path.
+    monkeypatch.setenv("LLM_MEMO_DIR", str(tmp_path / "default-cache"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    book = nbformat.read(path, as_version=4)
+    # "python3" is ipykernel's native kernel: jupyter_client starts it with this interpreter.
+    client = nbclient.NotebookClient(book, timeout=110, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") + str(output.get("data", {}).get("text/plain", ""))
+            assert "Traceback" not in text and "Warning" not in text, (cell.source, text)
+    if path.stem == "cost_report":
+        figures = [o for c in book.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(figures) == 2
