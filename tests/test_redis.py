@@ -1,0 +1,719 @@
+"""The Redis tier: the tier contract against a real redis-server, then its faults and its safety.
+
+Each test starts from its own key prefix on a session redis-server (and a one-node Redis
+Cluster for the contract); tests that kill, freeze or fill Redis get a private server.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import inspect
+import itertools
+import logging
+import os
+import pickle
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+import test_tiers as contract
+from conftest import FakeClock
+
+from llm_memo import Cache, llm_cache
+from llm_memo._canonical import TAG
+from llm_memo._codec import FLAG_PICKLE, FORMAT, Header, pack
+from llm_memo._redis import RedisTier, RedisUnavailable
+from llm_memo._tier import Tier
+
+REDIS_SERVER = shutil.which("redis-server")
+LOGGER = "llm_memo"
+_prefixes = itertools.count()
+
+
+def fresh_prefix() -> str:
+    return f"test-{os.getpid()}-{next(_prefixes)}"
+
+
+def k(label: object) -> str:
+    return hashlib.sha256(repr(label).encode()).hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_redis_server() -> str:
+    """The redis-server binary; CI fails without it (never a silent skip), elsewhere we skip."""
+    if REDIS_SERVER is None:
+        message = "redis-server is not on PATH: install it with `bash .ci/system-deps`"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return REDIS_SERVER
+
+
+class Server:
+    """A redis-server child on 127.0.0.1, on a free port, with its files in ``directory``."""
+
+    def __init__(self, directory: Path, *options: str) -> None:
+        self.directory = directory
+        self.options = options
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, port: int | None = None) -> Server:
+        binary = require_redis_server()
+        for _ in range(1 if port else 5):  # a free port may be taken before redis binds it
+            self.port = port or free_port()
+            command = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                       "--appendonly", "no", "--dir", str(self.directory), *self.options]
+            with open(self.directory / "redis.log", "ab") as log:
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            if self._ready():
+                return self
+            self.kill()
+        raise RuntimeError(f"redis-server did not start: {(self.directory / 'redis.log').read_text()[-2000:]}")
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            for _ in range(200):
+                if self.process.poll() is not None:
+                    return False
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    if client.ping():
+                        return True
+                time.sleep(0.025)
+            return False
+        finally:
+            client.close()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=5)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL (a stopped server too) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A one-node Redis Cluster owning every slot: RedisCluster's code paths, for real."""
+    directory = tmp_path_factory.mktemp("redis-cluster")
+    server = Server(directory, "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(directory / "nodes.conf")).start()
+    try:
+        with contextlib.closing(server.client()) as client:
+            client.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+            for _ in range(400):
+                if client.cluster("info").get("cluster_state") == "ok":
+                    break
+                time.sleep(0.025)
+            else:
+                raise RuntimeError("the one-node cluster never reached cluster_state:ok")
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start servers this test may kill, freeze or fill; all are killed afterwards."""
+    started: list[Server] = []
+
+    def start(*options: str) -> Server:
+        directory = tmp_path / f"redis-{len(started)}"
+        directory.mkdir()
+        server = Server(directory, *options).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        with contextlib.suppress(ProcessLookupError):
+            server.signal(signal.SIGCONT)
+        server.kill()
+
+
+# -- the contract, shared with the memory and disk tiers ------------------------------------
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def tier(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[RedisTier]:
+    cluster = request.param == "cluster"
+    server = request.getfixturevalue("redis_cluster" if cluster else "redis_server")
+    made = RedisTier(server.url, prefix=fresh_prefix(), clock=clock, cluster=cluster)
+    yield made
+    made.close()
+
+
+# Every test of tests/test_tiers.py written against its `tier` fixture runs here too, against
+# the fixture above. test_is_a_tier names the memory and disk tiers, so it has a twin below.
+CONTRACT = {
+    name: test
+    for name, test in vars(contract).items()
+    if name.startswith("test_") and "tier" in inspect.signature(test).parameters
+    and name != "test_is_a_tier"
+}
+assert len(CONTRACT) >= 10, f"the tier contract went missing from test_tiers.py: {sorted(CONTRACT)}"
+globals().update(CONTRACT)
+
+
+def test_is_a_shared_tier(tier: RedisTier) -> None:
+    assert isinstance(tier, Tier)
+    assert tier.name == "redis"
+    assert tier.shared is True
+
+
+def test_values_are_stored_for_exactly_their_owner(tier: RedisTier) -> None:
+    # A member of a tag index whose entry was rewritten under other tags must not drag the
+    # entry out with it; the second read of a long tag list must return the right list.
+    many = [f"tag-{i:04d}-{'x' * 40}" for i in range(30)]  # longer than one header peek
+    tier.set(k(1), b"one", None, tags=many)
+    tier.set(k(2), b"two", None, tags=["solo"])
+    assert tier.invalidate(many[-1]) == 1
+    assert tier.get(k(1)) is None
+    assert tier.get(k(2)) == b"two"
+
+
+# -- Redis does the expiring --------------------------------------------------------------
+
+
+def test_ttl_is_enforced_by_redis_itself(redis_server: Server) -> None:
+    tier = RedisTier(redis_server.url, prefix=fresh_prefix())
+    raw = redis_server.client()
+    try:
+        tier.set(k(1), b"v", time.time() + 60, tags=["fn:app.ask"])
+        pttl = raw.pttl(f"{tier.prefix}:v:{k(1)}")
+        assert 0 < pttl <= 60_000
+        assert raw.pttl(f"{tier.prefix}:t:fn:app.ask") >= pttl - 50  # the index outlives it
+        tier.set(k(2), b"v", time.time() + 0.05)
+        deadline = time.monotonic() + 5
+        while raw.exists(f"{tier.prefix}:v:{k(2)}") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not raw.exists(f"{tier.prefix}:v:{k(2)}")  # gone without anyone asking for it
+        tier.set(k(3), b"v", None)
+        assert raw.pttl(f"{tier.prefix}:v:{k(3)}") == -1
+    finally:
+        raw.close()
+        tier.close()
+
+
+def test_a_cached_call_sets_a_redis_ttl(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path, redis_url=redis_server.url, redis_prefix=prefix) as cache:
+
+        @llm_cache(cache=cache, ttl=120)
+        def ask(question: str) -> str:
+            return f"answer to {question}"
+
+        assert ask("q") == "answer to q"
+        with contextlib.closing(redis_server.client()) as raw:
+            assert 0 < raw.pttl(f"{prefix}:v:{ask.cache_key('q')}") <= 120_000
+
+
+def test_tag_indexes_stay_bounded_and_outlive_their_entries(redis_server: Server, clock: FakeClock) -> None:
+    tier = RedisTier(redis_server.url, prefix=fresh_prefix(), clock=clock)
+    index = f"{tier.prefix}:t:fn:f"
+    with contextlib.closing(redis_server.client()) as raw:
+        for i in range(100):
+            tier.set(k(i), b"v", clock.now + 10, tags=["fn:f"])
+        clock.advance(10)
+        tier.set(k("new"), b"v", clock.now + 30, tags=["fn:f"])
+        assert raw.zcard(index) == 1  # the expired members were pruned by the write
+        assert 29_000 < raw.pttl(index) <= 30_000
+        tier.set(k("forever"), b"v", None, tags=["fn:f"])
+        assert raw.pttl(index) == -1  # an entry that never expires keeps its index for ever
+        tier.set(k("forever"), b"v", clock.now + 5, tags=["fn:f"])
+        assert 29_000 < raw.pttl(index) <= 30_000  # back to the longest-lived member
+    assert tier.invalidate("fn:f") == 2
+    tier.close()
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "app:cache", "a*", "a?b", "[ab]", "x" * 65, "é"])
+def test_prefixes_that_could_overlap_or_glob_are_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="prefix must be"):
+        RedisTier("redis://127.0.0.1:1/0", prefix=prefix)
+
+
+def test_construction_never_touches_the_network() -> None:
+    port = free_port()  # nothing listens here
+    plain = RedisTier(f"rediss://user:hunter2@127.0.0.1:{port}/0?ssl_cert_reqs=none")
+    assert plain._client.connection_pool.connection_class is redis.SSLConnection
+    cluster = RedisTier(f"redis://127.0.0.1:{port}/0?cluster=true")
+    assert cluster._client is None  # RedisCluster connects when made: on first use
+    with pytest.raises(RedisUnavailable, match="RedisClusterException"):
+        cluster.get(k(1))
+    for made in (plain, cluster):
+        assert "hunter2" not in repr(made)
+        made.close()
+
+
+def test_a_client_that_decodes_responses_is_refused() -> None:
+    client = redis.Redis(port=free_port(), decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisTier("redis://unused", client=client)
+    client.close()
+
+
+def test_a_ready_client_is_used_and_left_open(redis_server: Server) -> None:
+    client = redis_server.client()
+    tier = RedisTier("redis://unused", client=client, prefix=fresh_prefix())
+    tier.set(k(1), b"v", None)
+    assert tier.get(k(1)) == b"v"
+    tier.close()
+    assert client.ping()  # still the caller's to close
+    client.close()
+
+
+def test_the_environment_variable_adds_the_tier(redis_server: Server, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_MEMO_REDIS_URL", redis_server.url)
+    prefix = fresh_prefix()
+    with Cache(tmp_path, redis_prefix=prefix) as cache:
+        assert [tier.name for tier in cache.tiers] == ["memory", "disk", "redis"]
+        assert cache.tiers[-1].prefix == prefix
+
+
+# -- several apps and several machines on one server ---------------------------------------
+
+
+def test_prefixes_are_isolated(redis_server: Server, clock: FakeClock) -> None:
+    a = RedisTier(redis_server.url, prefix=fresh_prefix(), clock=clock)
+    b = RedisTier(redis_server.url, prefix=fresh_prefix(), clock=clock)
+    for tier, label in ((a, b"a"), (b, b"b")):
+        tier.set(k(1), label, None, tags=["fn:shared"])
+        tier.set(k(2), label, None)
+    a.set(k(3), b"a only", None)
+    assert a.get(k(1)) == b"a" and b.get(k(1)) == b"b"
+    assert b.get(k(3)) is None
+    assert sorted(b.keys()) == sorted([k(1), k(2)])
+    assert b.invalidate("fn:shared") == 1
+    assert a.get(k(1)) == b"a"
+    assert a.clear() == 3  # b's invalidation took b's k(1) only
+    assert a.clear() == 0
+    assert list(a.keys()) == []
+    assert list(b.keys()) == [k(2)] and b.get(k(2)) == b"b"
+    b.clear()
+    a.close()
+    b.close()
+
+
+def make_ask(cache: Cache, calls: list[str]) -> Any:
+    """The same cached function (same name, same source, so same keys) on one machine's cache."""
+
+    @llm_cache(cache=cache, ttl=3600)
+    def ask(question: str) -> str:
+        calls.append(question)
+        return f"answer to {question}"
+
+    return ask
+
+
+def test_invalidation_reaches_redis_for_every_machine(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    machines = [Cache(tmp_path / name, redis_url=redis_server.url, redis_prefix=prefix) for name in "abc"]
+    calls: list[list[str]] = [[], [], []]
+    a, b, c = (make_ask(cache, log) for cache, log in zip(machines, calls, strict=True))
+    try:
+        assert a("x") == "answer to x" and a("y") == "answer to y"
+        assert b("x") == "answer to x"  # b never computed it: it came from Redis
+        assert calls[1] == []
+        assert machines[1].get(a.cache_key("x")).tier == "memory"  # and was promoted
+        assert machines[0].invalidate(function=a) >= 2
+        assert b("y") == "answer to y" and calls[1] == ["y"]  # gone from Redis for b too
+        assert c("x") == "answer to x" and calls[2] == ["x"]  # and for a new machine
+        assert calls[0] == ["x", "y"]
+    finally:
+        for cache in machines:
+            cache.close()
+
+
+@pytest.mark.xfail(strict=True, reason="open problem: invalidation does not reach the memory and "
+                   "disk tiers of other machines; needs a broadcast (Redis pub/sub or client tracking)")
+def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
+            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        calls: list[str] = []
+        a, b = make_ask(ca, []), make_ask(cb, calls)
+        a("x")
+        b("x")  # b now holds a copy in its memory and disk tiers
+        ca.invalidate(function=a)
+        b("x")
+        assert calls == ["x"]
+
+
+def test_three_tiers_read_in_order_and_promotion_keeps_the_remaining_lifetime(
+        redis_server: Server, tmp_path: Path, clock: FakeClock) -> None:
+    prefix = fresh_prefix()
+    key = k("three tiers")
+    with Cache(tmp_path / "writer", redis_url=redis_server.url, redis_prefix=prefix, clock=clock) as writer:
+        writer.set(key, {"answer": 42}, lifetime=100)
+    with Cache(tmp_path / "reader", redis_url=redis_server.url, redis_prefix=prefix, clock=clock) as reader:
+        memory, disk, shared = reader.tiers
+        assert [t.name for t in reader.tiers] == ["memory", "disk", "redis"]
+        clock.advance(40)
+        hit = reader.get(key)
+        assert hit is not None and hit.tier == "redis" and hit.value == {"answer": 42}
+        assert reader.get(key).tier == "memory"
+        memory.delete(key)
+        assert reader.get(key).tier == "disk"
+        memory.delete(key)
+        disk.delete(key)
+        assert reader.get(key).tier == "redis"
+        clock.advance(59.9)  # 99.9 s after the write: every copy still live
+        assert reader.get(key).tier == "memory"
+        assert disk.get(key) is not None and shared.get(key) is not None
+        clock.advance(0.1)  # 100 s: no tier serves it, whoever promoted it when
+        assert reader.get(key) is None
+        assert [t.get(key) for t in reader.tiers] == [None, None, None]
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def redis_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == LOGGER and r.levelno >= logging.WARNING and "redis" in r.getMessage()]
+
+
+def machine(directory: Path, tier: RedisTier) -> Cache:
+    """A Cache over memory, disk and ``tier`` (built by the test, to drive its breaker's timer)."""
+    cache = Cache(directory)
+    cache.tiers.append(tier)
+    return cache
+
+
+def test_an_unreachable_server_fails_fast_behind_the_breaker() -> None:
+    timer = FakeClock(0.0)
+    tier = RedisTier(f"redis://:hunter2@127.0.0.1:{free_port()}/0", timer=timer, breaker_cooldown=5)
+    for _ in range(100):
+        with pytest.raises(RedisUnavailable) as caught:
+            tier.get(k(1))
+        assert "hunter2" not in str(caught.value)
+    assert (tier.attempts, tier.refused) == (1, 99)  # one connection attempt, 99 without one
+    timer.advance(4.9)
+    with pytest.raises(RedisUnavailable):
+        tier.set(k(1), b"v", None)
+    assert tier.attempts == 1
+    timer.advance(0.1)  # half-open: one probe, which fails and re-opens the breaker
+    with pytest.raises(RedisUnavailable):
+        tier.get(k(1))
+    with pytest.raises(RedisUnavailable):
+        tier.get(k(1))
+    assert (tier.attempts, tier.refused) == (2, 101)
+    tier.close()
+
+
+def test_redis_killed_mid_run_then_restarted(private_server: Callable[..., Server], tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    server = private_server("--appendonly", "yes", "--appendfsync", "always")
+    timer = FakeClock(0.0)
+    prefix = fresh_prefix()
+    tier = RedisTier(server.url, prefix=prefix, timer=timer, breaker_cooldown=5)
+    calls: list[str] = []
+    with machine(tmp_path / "a", tier) as cache:
+        ask = make_ask(cache, calls)
+        for i in range(20):
+            assert ask(f"q{i}") == f"answer to q{i}"
+        server.kill()
+        before = (tier.attempts, cache.counters.snapshot().errors)
+        with caplog.at_level(logging.DEBUG, logger=LOGGER):
+            for i in range(200):  # 20 memory hits and 180 misses that compute
+                question = f"q{i % 20}" if i < 20 else f"new{i}"
+                assert ask(question) == f"answer to {question}"
+        assert len(calls) == 200
+        assert tier.attempts - before[0] == 1  # one read paid a connection attempt; the rest failed fast
+        assert tier.refused == 180 * 2 - 1
+        assert cache.counters.snapshot().errors - before[1] == 180 * 2
+        warned = redis_warnings(caplog)
+        assert 1 <= len(warned) <= 2, warned  # at most one for reads and one for writes, not 360
+        assert all("RedisUnavailable" in line for line in warned)
+
+        server.start(port=server.port)  # the append-only file brings the entries back
+        assert ask("during cooldown") == "answer to during cooldown"
+        assert tier.attempts - before[0] == 1  # still failing fast until the cooldown is over
+        timer.advance(5)
+        assert ask("after restart") == "answer to after restart"
+        assert tier.attempts - before[0] == 3  # the probe read, then the write: Redis is back
+        with contextlib.closing(server.client()) as raw:
+            assert raw.exists(f"{prefix}:v:{ask.cache_key('after restart')}")
+
+    reader_calls: list[str] = []
+    reader_tier = RedisTier(server.url, prefix=prefix)
+    with machine(tmp_path / "b", reader_tier) as other:
+        again = make_ask(other, reader_calls)
+        assert again("q3") == "answer to q3"  # written before the kill, served after the restart
+        assert other.get(again.cache_key("q3")).tier == "memory"  # (it was promoted from redis)
+        assert reader_calls == []
+
+
+def test_redis_restarted_without_persistence_means_misses_only(private_server: Callable[..., Server],
+                                                               tmp_path: Path) -> None:
+    server = private_server()
+    timer = FakeClock(0.0)
+    tier = RedisTier(server.url, prefix=fresh_prefix(), timer=timer)
+    tier.set(k(1), b"v", None)
+    server.kill()
+    server.start(port=server.port)
+    assert tier.get(k(1)) is None  # a stale pooled socket is retried once, not a breaker trip
+    assert tier.refused == 0
+    tier.set(k(1), b"w", None)
+    with contextlib.closing(server.client()) as raw:
+        raw.flushall()
+    assert tier.get(k(1)) is None
+    tier.close()
+
+
+def test_a_frozen_server_times_out_and_never_hangs(private_server: Callable[..., Server]) -> None:
+    server = private_server()
+    timer = FakeClock(0.0)
+    tier = RedisTier(server.url, prefix=fresh_prefix(), timer=timer, socket_timeout=0.2,
+                     connect_timeout=0.2)
+    tier.set(k(1), b"v", None)
+    outcomes: list[BaseException | bytes | None] = []
+
+    def calls() -> None:
+        for _ in range(50):
+            try:
+                outcomes.append(tier.get(k(1)))
+            except Exception as exc:
+                outcomes.append(exc)
+
+    server.signal(signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=calls)
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), "a call hung on a frozen Redis"
+    finally:
+        server.signal(signal.SIGCONT)
+    assert len(outcomes) == 50
+    assert all(isinstance(o, RedisUnavailable) for o in outcomes)
+    assert "Timeout" in str(outcomes[0])
+    assert tier.attempts == 2  # the set before, then the one get that timed out
+    timer.advance(5)
+    assert tier.get(k(1)) == b"v"
+    tier.close()
+
+
+@pytest.mark.parametrize("fault", ["oom", "readonly"])
+def test_writes_refused_by_redis_fail_alone_and_reads_still_work(
+        fault: str, private_server: Callable[..., Server], tmp_path: Path) -> None:
+    server = private_server()
+    prefix = fresh_prefix()
+    with machine(tmp_path / "a", RedisTier(server.url, prefix=prefix)) as first:
+        ask = make_ask(first, [])
+        for i in range(10):
+            ask(f"q{i}")
+    with contextlib.closing(server.client()) as raw:
+        if fault == "oom":
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", "1mb")  # an empty server uses about 1 MB already
+            with pytest.raises(redis.exceptions.OutOfMemoryError):
+                for i in range(100):
+                    raw.set(f"filler{i}", b"x" * 100_000)
+        else:
+            raw.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # a master that never answers
+            with pytest.raises(redis.exceptions.ReadOnlyError):
+                raw.set("probe", b"x")
+    calls: list[str] = []
+    tier = RedisTier(server.url, prefix=prefix)
+    with machine(tmp_path / "b", tier) as second:
+        ask = make_ask(second, calls)
+        for i in range(20):
+            assert ask(f"q{i}") == f"answer to q{i}"
+        assert calls == [f"q{i}" for i in range(10, 20)]  # q0-q9 were read from Redis
+        assert second.counters.snapshot().errors == 10  # the ten refused writes
+        assert tier.refused == 0  # Redis answered: the breaker stays closed
+        assert ask("q15") == "answer to q15" and len(calls) == 10  # stored in the local tiers
+
+
+class _Plant:
+    """Unpickling it runs os.mkdir(path): proof that something unpickled cache contents."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (str(self.path),))
+
+
+def pickle_envelope(sentinel: Path) -> bytes:
+    payload = base64.b64encode(pickle.dumps(_Plant(sentinel))).decode("ascii")
+    value_json = orjson.dumps({TAG: "pickle", "v": payload})
+    return pack(value_json, {"tags": []}, Header(None, time.time(), 0.0, 0, 0.0, FLAG_PICKLE))
+
+
+def newer_envelope() -> bytes:
+    envelope = pack(orjson.dumps("from the future"), {"tags": []}, Header(None, time.time(), 0.0, 0, 0.0, 2))
+    return envelope[:2] + bytes([FORMAT + 1]) + envelope[3:]
+
+
+@pytest.mark.parametrize("plant", ["garbage", "raw pickle", "pickle behind our header",
+                                   "pickle envelope", "newer format", "not a string"])
+def test_foreign_values_under_our_prefix_are_misses(plant: str, redis_server: Server, tmp_path: Path) -> None:
+    sentinel = tmp_path / "pwned"
+    prefix = fresh_prefix()
+    tier = RedisTier(redis_server.url, prefix=prefix)
+    calls: list[str] = []
+    with machine(tmp_path / "cache", tier) as cache, contextlib.closing(redis_server.client()) as raw:
+        ask = make_ask(cache, calls)
+        key = ask.cache_key("q")
+        vkey = f"{prefix}:v:{key}"
+        if plant == "garbage":
+            raw.set(vkey, os.urandom(300))
+        elif plant == "raw pickle":
+            raw.set(vkey, pickle.dumps(_Plant(sentinel)))
+        elif plant == "pickle behind our header":
+            tier.set(key, pickle.dumps(_Plant(sentinel)), None)
+        elif plant == "pickle envelope":
+            tier.set(key, pickle_envelope(sentinel), None)
+        elif plant == "newer format":
+            tier.set(key, newer_envelope(), None)
+        else:
+            raw.zadd(vkey, {b"member": 1})
+        assert ask("q") == "answer to q"
+        assert calls == ["q"]
+        assert ask.cache_info().misses == 1
+        assert not sentinel.exists()
+        with machine(tmp_path / "other", RedisTier(redis_server.url, prefix=prefix)) as other:
+            hit = other.get(key)  # the miss was stored over the plant
+            assert hit is not None and hit.tier == "redis" and hit.value == "answer to q"
+
+
+def test_a_pickle_planted_in_redis_is_never_run_even_with_allow_pickle(redis_server: Server,
+                                                                       tmp_path: Path) -> None:
+    # allow_pickle=True lets this machine's own memory and disk hold pickles; a shared server
+    # never receives them, so a pickle found there was planted and must not be loaded.
+    sentinel = tmp_path / "pwned"
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "cache", redis_url=redis_server.url, redis_prefix=prefix,
+               allow_pickle=True) as cache:
+        key = k("planted")
+        cache.tiers[-1].set(key, pickle_envelope(sentinel), None)
+        cache.get(key)
+        assert not sentinel.exists()
+
+
+def test_no_secret_reaches_redis_or_the_logs(redis_server: Server, tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path, redis_url=redis_server.url, redis_prefix=prefix) as cache:
+
+        @llm_cache(cache=cache, ttl=600)
+        def ask(prompt: str, api_key: str, headers: dict[str, str]) -> str:
+            return f"answer to {prompt}"
+
+        with caplog.at_level(logging.DEBUG):
+            assert ask("hello", api_key="sk-secret-xyz",
+                       headers={"Authorization": "Bearer tok-secret-abc"}) == "answer to hello"
+            cache.tiers[0].clear()
+            cache.tiers[1].clear()
+            assert ask("hello", api_key="sk-secret-xyz",
+                       headers={"Authorization": "Bearer tok-secret-abc"}) == "answer to hello"
+    assert ask.cache_info().hits == 1  # the second call read the entry back from Redis
+    stored = []
+    with contextlib.closing(redis_server.client()) as raw:
+        for name in raw.scan_iter(match=f"{prefix}:*"):
+            stored.append(name)
+            kind = raw.type(name)
+            if kind == b"string":
+                stored.append(raw.get(name))
+            elif kind == b"zset":
+                stored.extend(raw.zrange(name, 0, -1))
+    assert len(stored) >= 4  # the value and its index sets
+    for secret in (b"sk-secret-xyz", b"tok-secret-abc"):
+        assert not any(secret in blob for blob in stored)
+        assert secret.decode() not in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_uses_its_own_connections(redis_server: Server) -> None:
+    tier = RedisTier(redis_server.url, prefix=fresh_prefix())
+    tier.set(k("parent"), b"p", None)
+    pid = os.fork()
+    if pid == 0:  # the child: redis-py sees the new pid and opens its own connection
+        code = 1
+        try:
+            if tier.get(k("parent")) == b"p":
+                tier.set(k("child"), b"c", None)
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert tier.get(k("child")) == b"c"  # the parent's socket survived the child
+    assert tier.get(k("parent")) == b"p"
+    assert tier.attempts == 3  # the parent's own: the child's count stayed in the child
+    tier.close()
+
+
+def test_threads_never_read_another_keys_value(redis_server: Server) -> None:
+    tier = RedisTier(redis_server.url, prefix=fresh_prefix())
+    keys = [k(i) for i in range(20)]
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(300):
+                key = rng.choice(keys)
+                op = rng.random()
+                if op < 0.45:
+                    tier.set(key, key.encode() * rng.randint(1, 50), None, tags=[key[:1]])
+                elif op < 0.9:
+                    got = tier.get(key)
+                    assert got is None or (got and got == key.encode() * (len(got) // 64))
+                elif op < 0.97:
+                    tier.delete(key)
+                else:
+                    tier.invalidate(key[:1])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    tier.clear()
+    tier.close()
