@@ -263,6 +263,15 @@ def test_tag_indexes_stay_bounded_and_outlive_their_entries(redis_server: Server
     tier.close()
 
 
+def test_a_value_over_the_size_limit_is_skipped_and_the_older_one_dropped(redis_server: Server) -> None:
+    tier = RedisTier(redis_server.url, prefix=fresh_prefix(), size_limit=1000)
+    tier.set(k(1), b"small", None)
+    tier.set(k(1), b"x" * 1000, None)  # with the header, over the limit: stored nowhere
+    assert tier.get(k(1)) is None
+    assert list(tier.keys()) == []
+    tier.close()
+
+
 # -- configuration --------------------------------------------------------------------------
 
 
