@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._records import Stats
 
@@ -87,6 +87,8 @@ _UPSERT_TIER = ("INSERT INTO tier_hits VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (day, function, model, tier) DO UPDATE SET hits = hits + excluded.hits")
 _RETRY_AFTER_FAILURE = 60.0  # seconds before a failed flush is tried again from the call path
 _BY = ("day", "function", "model")
+_MAX_EVENTS = 10_000  # recorded calls held before a write is due anyway
+_MISS, _BYPASS, _ERROR = object(), object(), object()  # event kinds besides a hit (whose kind is its tier)
 
 
 class LedgerRow(NamedTuple):
@@ -143,71 +145,87 @@ class Ledger:
     def _after_fork(self) -> None:
         # Also the constructor's state. A child forgets its parent's buffer (the parent writes it)
         # and never uses the parent's connection (SQLite connections must not cross a fork).
-        self._lock = threading.Lock()  # guards the buffer
-        self._io = threading.Lock()  # one connection, used by one thread at a time
-        self._buffer: dict[tuple[str, str, str], _Sums] = {}
+        self._events: list[tuple[Any, ...]] = []  # appended without a lock: list.append is atomic
+        self._lock = threading.Lock()  # guards _buffer
+        self._io = threading.Lock()  # one writer, one connection, used by one thread at a time
+        self._buffer: dict[tuple[str, str, str], _Sums] = {}  # aggregated, not yet written
         self._con: sqlite3.Connection | None = None
         self._due = self._timer() + self.interval
-        self._day = (-1, "")
         self._warned = False
 
-    # ---- recording (the call path) -------------------------------------------------------
-
-    def _sums(self, function: str, model: str | None) -> _Sums:
-        # Called under self._lock.
-        epoch_day = int(self._clock() // 86400)
-        if epoch_day != self._day[0]:
-            self._day = (epoch_day, time.strftime("%Y-%m-%d", time.gmtime(epoch_day * 86400)))
-        slot = (self._day[1], function, model or "")
-        sums = self._buffer.get(slot)
-        if sums is None:
-            sums = self._buffer[slot] = _Sums()
-        return sums
+    # ---- recording (the call path: one tuple appended, one clock compared) -------------------
 
     def hit(self, function: str, model: str | None, tier: str, latency: float = 0.0, tokens: int = 0,
             cost: float = 0.0) -> None:
         """Record a hit served by `tier` and what it saved."""
-        with self._lock:
-            sums = self._sums(function, model)
-            sums.hits += 1
-            sums.tiers[tier] = sums.tiers.get(tier, 0) + 1
-            sums.time += latency
-            sums.tokens += tokens
-            sums.cost += cost
-        if self._timer() >= self._due:
+        self._events.append((self._clock(), function, model, tier, latency, tokens, cost))
+        if self._timer() >= self._due or len(self._events) > _MAX_EVENTS:
             self.flush(wait=False)
 
     def miss(self, function: str, model: str | None) -> None:
         """Record a lookup that found nothing."""
-        with self._lock:
-            self._sums(function, model).misses += 1
+        self._events.append((self._clock(), function, model, _MISS))
         if self._timer() >= self._due:
             self.flush(wait=False)
 
     def bypass(self, function: str, model: str | None) -> None:
         """Record a call deliberately not cached."""
-        with self._lock:
-            self._sums(function, model).bypassed += 1
+        self._events.append((self._clock(), function, model, _BYPASS))
         if self._timer() >= self._due:
             self.flush(wait=False)
 
     def error(self, function: str = "", model: str | None = None) -> None:
         """Record a tier fault or a bad entry (function "" when the cache cannot tell whose call)."""
-        with self._lock:
-            self._sums(function, model).errors += 1
+        self._events.append((self._clock(), function, model, _ERROR))
         if self._timer() >= self._due:
             self.flush(wait=False)
+
+    @staticmethod
+    def _aggregate(events: list[tuple[Any, ...]], into: dict[tuple[str, str, str], _Sums]) -> None:
+        day_start = day_end = 0.0
+        day = ""
+        for event in events:
+            now, function, model, kind = event[:4]
+            if not day_start <= now < day_end:
+                day_start = now - now % 86400
+                day_end = day_start + 86400
+                day = time.strftime("%Y-%m-%d", time.gmtime(day_start))
+            slot = (day, function, model or "")
+            sums = into.get(slot)
+            if sums is None:
+                sums = into[slot] = _Sums()
+            if kind is _MISS:
+                sums.misses += 1
+            elif kind is _BYPASS:
+                sums.bypassed += 1
+            elif kind is _ERROR:
+                sums.errors += 1
+            else:
+                sums.hits += 1
+                sums.tiers[kind] = sums.tiers.get(kind, 0) + 1
+                sums.time += event[4]
+                sums.tokens += event[5]
+                sums.cost += event[6]
+
+    def _take_events(self) -> list[tuple[Any, ...]]:
+        # Called holding self._io (the only remover). Appends racing with us land after index n.
+        n = len(self._events)
+        taken = self._events[:n]
+        del self._events[:n]
+        return taken
 
     # ---- writing ---------------------------------------------------------------------------
 
     def flush(self, *, wait: bool = True) -> bool:
-        """Write the buffer; False if it could not (it is kept for the next try). Never raises."""
+        """Write what was recorded; False if it could not (it is kept for the next try). Never raises."""
         if not self._io.acquire(blocking=wait):
             return False  # another thread is writing right now
         try:
+            events = self._take_events()
             with self._lock:
                 pending, self._buffer = self._buffer, {}
                 self._due = self._timer() + self.interval
+            self._aggregate(events, pending)
             if not pending:
                 return True
             try:
@@ -279,18 +297,16 @@ class Ledger:
 
     def rows(self) -> list[LedgerRow] | None:
         """Every aggregate, stored and not yet written, by (day, function, model); None if unreadable."""
-        merged: dict[tuple[str, str, str], _Sums] = {}
-        if os.path.exists(self.path):
-            with self._io:
-                try:
-                    stored = self._read()
-                except Exception as exc:
-                    self._log("read", exc)
-                    return None
-            merged.update(stored)
-        with self._lock:
-            for slot, sums in self._buffer.items():
-                merged.setdefault(slot, _Sums()).add(sums)
+        with self._io:  # no write in between: each call is counted once, stored or pending
+            try:
+                merged = self._read() if os.path.exists(self.path) else {}
+            except Exception as exc:
+                self._log("read", exc)
+                return None
+            with self._lock:
+                for slot, sums in self._buffer.items():
+                    merged.setdefault(slot, _Sums()).add(sums)
+            self._aggregate(list(self._events), merged)
         return [LedgerRow(*slot, sums.stats()) for slot, sums in sorted(merged.items())]
 
     def _read(self) -> dict[tuple[str, str, str], _Sums]:

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -231,3 +232,19 @@ def test_tier_faults_are_errors_in_the_ledger(tmp_path: Path) -> None:
         ask("x")
         assert cache.stats().errors >= 1
         assert llm_memo.Stats is type(cache.stats())
+
+
+def test_threads_recording_while_others_write_lose_nothing(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path, interval=0.0)  # every call also tries to write
+    threads = [threading.Thread(target=lambda: [ledger.hit("f", "m", "memory", tokens=1) for _ in range(3000)])
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    totals = [ledger.totals() for _ in range(20)]  # reads racing the writers never count twice
+    for thread in threads:
+        thread.join()
+    assert all(t is not None and t[""].hits <= 24_000 for t in totals)
+    ledger.close()
+    final = Ledger(tmp_path).totals()
+    assert final is not None
+    assert (final[""].hits, final[""].tokens_saved) == (24_000, 24_000)
