@@ -4,7 +4,9 @@ The encoding is JSON (orjson, keys sorted) over a tree in which every value that
 cannot say unambiguously is replaced by a tagged node ``{"\\u0000": tag, "v": payload}``.
 A user dict that itself contains the key ``"\\u0000"`` is tagged too, so a tag can never be
 forged by data. Plain JSON-native trees (the common case: strings, message lists) skip
-the conversion and go to orjson as they are, which keeps the hit path fast.
+the conversion and go to orjson as they are, which keeps the hit path fast; an encoding
+that needed any tag starts with ``#``, which no plain encoding does, so the two kinds
+never collide.
 
 Rules, pinned by golden vectors in the tests:
 - ``1``, ``1.0``, ``True`` and ``"1"`` differ; ``-0.0`` differs from ``0.0``; NaN, inf and
@@ -25,9 +27,10 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
-import marshal
 import pathlib
+import pickle
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,13 +41,16 @@ from ._errors import UnkeyableArgumentError
 
 __all__ = ["MAX_DEPTH", "encode", "encode_arguments", "is_plain", "register_encoder", "to_tree"]
 
-MAX_DEPTH = 100
+MAX_DEPTH = 254  # orjson refuses deeper lists and dicts, so both paths agree
 TAG = "\x00"
 _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 _OPTS = orjson.OPT_SORT_KEYS
 _FAST_OPTS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
               | orjson.OPT_PASSTHROUGH_DATETIME)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+_SAFE_RECURSION = 2000  # orjson overflows its stack on tuples nested ~3000 deep
+CAREFUL = b"#"  # leads every encoding that holds a tag: never the first byte of plain JSON
+_TAGGED_NODE = b'{"\\u0000":"'  # how orjson writes the start of a tagged node
 
 _encoders: dict[type, Callable[[Any], Any]] = {}
 
@@ -90,24 +96,70 @@ def _reject(value: Any) -> Any:
     raise TypeError  # orjson calls this for every type it does not encode natively
 
 
-def _fast(value: Any, containers: list[Any]) -> bytes | None:
-    """orjson bytes of `value` when they are its canonical encoding, else None.
+class _Sink:
+    __slots__ = ("parts",)
 
-    Proof without a Python walk over the tree: orjson (subclasses, dataclasses and dates
-    passed to `_reject`) accepts only JSON types plus Enum and UUID members; marshal accepts
-    only exact core types and so refuses Enum and UUID. What both accept is plain data but
-    for two things JSON blurs, which leave a trace in the output: NaN/inf (written as null)
-    and the reserved key (written as \u0000). Only then does `is_plain` look closer.
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+class _CoreTypes(pickle.Pickler):
+    """A C-speed check that a tree holds exact core types only, never too deep, never cyclic.
+
+    The C pickler handles None, bool, int, float, str, bytes, list, tuple, dict, set and
+    frozenset itself and hands every other object - subclasses, Enum and UUID members
+    included - to `reducer_override`, which refuses it. Fast mode keeps no memo, so a cycle
+    is an error too, and the pickler's recursion guard bounds the depth. Nothing is
+    unpickled, ever: the bytes only serve to look for float bit patterns.
     """
+
+    def __init__(self) -> None:
+        self.sink = _Sink()
+        super().__init__(self.sink, protocol=3)
+        self.fast = True
+
+    def reducer_override(self, obj: Any) -> Any:
+        raise TypeError(type(obj).__qualname__)
+
+    def check(self, value: Any) -> bytes:
+        self.sink.parts.clear()
+        self.dump(value)
+        return b"".join(self.sink.parts)
+
+
+_local = threading.local()
+
+
+def _fast(value: Any, containers: list[Any], scalars: Any) -> bytes | None:
+    """orjson bytes of `value` when they encode it unambiguously, else None.
+
+    The proof takes no Python walk over the tree. `_CoreTypes` passes exact core types
+    only, which leaves orjson one ambiguity: NaN and infinities, written as null. Their
+    IEEE bit patterns put a 0x7f or 0xff byte in the pickled bytes; only when such a byte
+    shows up (string lengths can put one there too) does `is_plain` look closer. The
+    pickler also bounds the depth before orjson, which has no limit for tuples.
+    """
+    if any(t is float and v - v != 0.0 for t, v in scalars):
+        return None
+    if containers:
+        if sys.getrecursionlimit() > _SAFE_RECURSION:
+            return None  # the pickler's depth bound would exceed what orjson survives
+        checker = getattr(_local, "checker", None)
+        if checker is None:
+            checker = _local.checker = _CoreTypes()
+        try:
+            data = checker.check(containers)
+        except (TypeError, ValueError, RecursionError, pickle.PicklingError):
+            return None
+        if (b"\x7f" in data or b"\xff" in data) and not _plain_or_none(value):
+            return None
     try:
-        out = orjson.dumps(value, default=_reject, option=_FAST_OPTS)
-        if containers:
-            marshal.dumps(containers)
-    except (TypeError, ValueError, RecursionError, orjson.JSONEncodeError):
+        return orjson.dumps(value, default=_reject, option=_FAST_OPTS)
+    except (TypeError, orjson.JSONEncodeError):
         return None
-    if (b"null" in out or b"\\u0000" in out) and not _plain_or_none(value):
-        return None
-    return out
 
 
 def _plain_or_none(value: Any) -> bool:
@@ -119,19 +171,39 @@ def _plain_or_none(value: Any) -> bool:
 
 def encode(value: Any, name: str = "argument") -> bytes:
     """Canonical bytes of `value`; `name` is the parameter named in errors."""
-    out = _fast(value, [] if type(value) in _SCALARS else [value])
+    plain = type(value) in _SCALARS
+    out = _fast(value, [] if plain else [value], [(type(value), value)] if plain else ())
     if out is not None:
         return out
-    return _dump(to_tree(value, name), name, value)
+    return _mark(_dump(to_tree(value, name), name, value))
 
 
 def encode_arguments(arguments: Mapping[str, Any]) -> bytes:
     """Canonical bytes of a call's bound arguments; errors name the parameter."""
-    out = _fast(arguments, [v for v in arguments.values() if type(v) not in _SCALARS])
+    containers = []
+    scalars = []
+    for value in arguments.values():
+        kind = type(value)
+        if kind in _SCALARS:
+            scalars.append((kind, value))
+        else:
+            containers.append(value)
+    out = _fast(arguments, containers, scalars)
     if out is not None:
         return out
     tree = {name: to_tree(value, name) for name, value in arguments.items()}
-    return _dump(tree, next(iter(arguments), "argument"), arguments)
+    try:
+        return _mark(orjson.dumps(tree, option=_OPTS))
+    except orjson.JSONEncodeError:
+        for name, value in arguments.items():
+            _dump(tree[name], name, value)
+        raise
+
+
+def _mark(out: bytes) -> bytes:
+    """Prefix an encoding that holds a tagged node (a string cannot fake one: its quotes
+    are escaped); one without tags - subclasses, tuples - is plain JSON like the fast path's."""
+    return CAREFUL + out if _TAGGED_NODE in out else out
 
 
 def _dump(tree: Any, name: str, value: Any) -> bytes:
@@ -223,7 +295,7 @@ class _Converter:
             return self.convert_dict(value, path, depth)
         if isinstance(value, (set, frozenset)):
             items = [self.convert(v, f"{path}{{}}", depth) for v in value]
-            return _tagged("set", sorted(items, key=lambda t: orjson.dumps(t, option=_OPTS)))
+            return _tagged("set", sorted(items, key=lambda t: self.sort_key(t, path, value)))
         encoder = _find_encoder(type(value))
         if encoder is not None:
             custom = self.convert(encoder(value), path, depth)
@@ -243,14 +315,31 @@ class _Converter:
         raise self.fail(path, value)
 
     def convert_dict(self, value: Mapping[Any, Any], path: str, depth: int) -> Any:
-        if all(type(k) is str for k in value) and TAG not in value:
-            return {k: self.convert(v, f"{path}[{k!r}]", depth) for k, v in value.items()}
+        if TAG not in value and all(_plain_key(k) for k in value):
+            return {str(k): self.convert(v, f"{path}[{k!r}]", depth) for k, v in value.items()}
         pairs = [
             [self.convert(k, f"{path}<key>", depth), self.convert(v, f"{path}[{k!r}]", depth)]
             for k, v in value.items()
         ]
-        pairs.sort(key=lambda kv: orjson.dumps(kv[0], option=_OPTS))
+        pairs.sort(key=lambda kv: self.sort_key(kv[0], path, value))
         return _tagged("dict", pairs)
+
+    def sort_key(self, tree: Any, path: str, value: Any) -> bytes:
+        try:
+            return orjson.dumps(tree, option=_OPTS)
+        except orjson.JSONEncodeError as exc:
+            raise self.fail(path, value, "nested too deeply") from exc
+
+
+def _plain_key(key: Any) -> bool:
+    """A dict key that JSON can carry as it is: a str (or str subclass) with no lone surrogates."""
+    if not isinstance(key, str) or isinstance(key, enum.Enum):
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _scalar_tree(value: Any) -> Any:

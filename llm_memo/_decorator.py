@@ -37,13 +37,14 @@ class _Methods:
 
     _self_engine: Engine
 
-    def _instance(self) -> Any:
-        return None
+    def _split(self, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+        """(the instance a method is bound to, the other arguments) - as wrapt splits a call."""
+        return None, args
 
     def cache_key(self, *args: Any, **kwargs: Any) -> str:
         """The 64-hex key this call would use; nothing is called or stored."""
         engine = self._self_engine
-        instance = self._instance()
+        instance, args = self._split(args)
         arguments = engine.keys.binder.bind(args if instance is None else (instance, *args), kwargs)
         keyed = ({"\x00key": engine.key_function(*args, **kwargs)} if engine.key_function is not None
                  else engine.keys.keyed_arguments(arguments, instance))
@@ -82,8 +83,10 @@ class _Methods:
 
 
 class _BoundCachedFunction(_Methods, wrapt.BoundFunctionWrapper):  # type: ignore[misc]
-    def _instance(self) -> Any:
-        return self._self_instance
+    def _split(self, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+        if self._self_instance is None and self._self_binding == "function" and args:
+            return args[0], args[1:]  # Class.method(instance, ...): the instance comes first
+        return self._self_instance, args
 
     @property
     def _self_engine(self) -> Engine:  # type: ignore[override]

@@ -12,6 +12,8 @@ the caller: the call falls through to the real function and the fault is counted
 
 from __future__ import annotations
 
+import re
+
 
 class LLMMemoError(Exception):
     """Base class of every exception llm_memo raises."""
@@ -38,9 +40,10 @@ class UnkeyableArgumentError(LLMMemoError, TypeError):
         self.parameter = parameter
         self.type_name = type_name
         why = f" ({reason})" if reason else ""
+        name = re.match(r"[^.\[{<]*", parameter).group(0)  # type: ignore[union-attr]
         super().__init__(
             f"cannot build a cache key from parameter {parameter!r} of type "
-            f"{type_name}{why}. Leave it out with ignore=[{parameter.split('.')[0].split('[')[0]!r}], "
+            f"{type_name}{why}. Leave it out with ignore=[{name!r}], "
             "derive the key yourself with key=..., or teach llm_memo the type with "
             "llm_memo.register_encoder(<type>, <function returning a keyable value>)."
         )

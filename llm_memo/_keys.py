@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import re
 import textwrap
+import tokenize
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -24,6 +26,8 @@ KEY_FORMAT = "llm_memo/key/1"
 _DEF_LINE = re.compile(r"^\s*(async\s+def|def|class)\s")
 _SDK_MODULES = frozenset({"openai", "anthropic", "httpx", "httpx2", "groq", "mistralai", "cohere"})
 _SDK_CLASS = re.compile(r"(Client|^(Async)?(OpenAI|AzureOpenAI|Anthropic\w*))$")
+_FSTRING_START = getattr(tokenize, "FSTRING_START", -1)  # f-strings are tokens of their own from 3.12
+_FSTRING_END = getattr(tokenize, "FSTRING_END", -1)
 _seen_types: set[type] = set()
 _client_types: set[type] = set()
 
@@ -45,8 +49,9 @@ def _holds_client(values: Iterable[Any]) -> bool:
 def source_fingerprint(func: Callable[..., Any]) -> str:
     """SHA-256 of the function's normalised source, or "" when no source is available.
 
-    Decorator lines, blank lines and comment-only lines are left out, so moving the
-    function, re-indenting it or changing its decorators' options keeps its entries.
+    Decorator lines, comments, blank lines and trailing spaces are left out - outside
+    string literals only, so every edit of a prompt template changes the fingerprint -
+    and moving or re-indenting the function keeps its entries.
     """
     try:
         source = inspect.getsource(inspect.unwrap(func))
@@ -54,8 +59,35 @@ def source_fingerprint(func: Callable[..., Any]) -> str:
         return ""
     lines = textwrap.dedent(source).splitlines()
     start = next((i for i, line in enumerate(lines) if _DEF_LINE.match(line)), 0)
-    kept = [line.rstrip() for line in lines[start:] if line.strip() and not line.lstrip().startswith("#")]
-    return hashlib.sha256("\n".join(kept).encode("utf-8", "surrogatepass")).hexdigest()
+    body = _strip_comments(lines[start:])
+    return hashlib.sha256("\n".join(body).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _strip_comments(lines: list[str]) -> list[str]:
+    """Lines without comments, trailing spaces and blank lines, string literals untouched."""
+    comments: dict[int, int] = {}  # row -> column where its comment starts
+    literal_rows: set[int] = set()
+    try:
+        opened = 0
+        for tok in tokenize.generate_tokens(io.StringIO("\n".join(lines) + "\n").readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.start[1]
+            elif tok.type == tokenize.STRING or tok.type == _FSTRING_END:
+                literal_rows.update(range(opened or tok.start[0], tok.end[0] + 1))
+                opened = 0
+            elif tok.type == _FSTRING_START and not opened:
+                opened = tok.start[0]
+    except (tokenize.TokenError, SyntaxError):
+        pass  # lambdas and fragments: keep what tokenized
+    kept = []
+    for row, line in enumerate(lines, start=1):
+        if row in literal_rows and row not in comments:
+            kept.append(line)
+            continue
+        text = line[: comments.get(row, len(line))].rstrip()
+        if text:
+            kept.append(text)
+    return kept
 
 
 def compute_key(module: str, qualname: str, fingerprint: str, version: Any, namespace: str | None,
@@ -153,10 +185,11 @@ class KeyMaker:
             keyed = {k: v for k, v in arguments.items() if k not in drop}
         else:
             keyed = arguments
-        if self.ignore_kwargs and self.var_keyword in keyed:
+        extra = keyed.get(self.var_keyword) if self.var_keyword else None
+        if extra and (self.ignore_kwargs or _holds_client(extra.values())):
             keyed = dict(keyed)
-            extra = keyed[self.var_keyword]
-            keyed[self.var_keyword] = {k: v for k, v in extra.items() if k not in self.ignore_kwargs}
+            keyed[self.var_keyword] = {k: v for k, v in extra.items()
+                                       if k not in self.ignore_kwargs and type(v) not in _client_types}
         if instance is not None and not isinstance(instance, type):
             state = getattr(instance, "__llm_memo_key__", None)
             if state is not None:

@@ -225,14 +225,20 @@ def test_set_order_never_matters_for_colliding_hashes() -> None:
 @given(json_values)
 def test_fast_path_agrees_with_careful_path_on_plain_values(value: Any) -> None:
     if is_plain(value):
-        assert encode(value) == orjson.dumps(to_tree(value), option=orjson.OPT_SORT_KEYS)
-        assert encode_arguments({"p": value}) == orjson.dumps({"p": to_tree(value, "p")}, option=orjson.OPT_SORT_KEYS)
+        assert encode(value) == json_of_tree(value)
+        assert encode_arguments({"p": value}) == json_of_tree({"p": value})
 
 
 @SETTINGS
 @given(values)
 def test_encode_is_the_json_of_the_tree(value: Any) -> None:
-    assert encode(value) == orjson.dumps(to_tree(value), option=orjson.OPT_SORT_KEYS)
+    assert encode(value) == json_of_tree(value)
+
+
+def json_of_tree(value: Any) -> bytes:
+    """The documented encoding: JSON of the tree, led by "#" when the tree holds a tagged node."""
+    tree = orjson.dumps(to_tree(value), option=orjson.OPT_SORT_KEYS)
+    return b"#" + tree if b'{"\\u0000":"' in tree else tree
 
 
 def test_plain_value_nested_beyond_max_depth_is_refused_like_any_other() -> None:
