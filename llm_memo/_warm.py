@@ -77,6 +77,7 @@ class _Batch:
         self.fn = fn
         self.cache = cache
         self.warmed = self.already = 0
+        self.interrupt: KeyboardInterrupt | None = None  # raised by a call on the event loop
         self.failed: list[tuple[int, Any, str]] = []  # (position in calls, call, reason)
         self.todo: list[tuple[tuple[int, Any], Call, str]] = []  # ((position, original item), call, key)
         seen: set[str] = set()
@@ -130,6 +131,8 @@ def warm(fn: Any, calls: Iterable[Any], *, concurrency: int = 4, progress: bool 
     try:
         if is_async:
             asyncio.run(_adrive(fn, batch, concurrency))
+            if batch.interrupt is not None:
+                raise batch.interrupt  # out here, not through the event loop
         else:
             _drive(fn, batch, concurrency)
     except BaseException as exc:
@@ -145,6 +148,8 @@ async def awarm(fn: Any, calls: Iterable[Any], *, concurrency: int = 4, progress
     batch = _Batch(fn, calls, _cache_for(cache), progress)
     try:
         await _adrive(fn, batch, concurrency)
+        if batch.interrupt is not None:
+            raise batch.interrupt
     except BaseException as exc:
         exc.report = batch.report()  # type: ignore[attr-defined]
         raise
@@ -153,6 +158,18 @@ async def awarm(fn: Any, calls: Iterable[Any], *, concurrency: int = 4, progress
 
 class _NotStarted(Exception):
     """A queued call that an interrupt stopped before it began."""
+
+
+class _Interrupted(Exception):
+    """A KeyboardInterrupt raised by a call, carried through the event loop as a plain exception.
+
+    asyncio lets KeyboardInterrupt escape from the middle of the loop, which stops it without
+    cleanup (and on CPython 3.11 can leave the interpreter's recursion accounting broken).
+    """
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__()
+        self.interrupt = interrupt
 
 
 def _drive(fn: Callable[..., Any], batch: _Batch, concurrency: int) -> None:
@@ -201,6 +218,9 @@ async def _adrive(fn: Callable[..., Any], batch: _Batch, concurrency: int) -> No
                 await _arun(fn, call, stop)
             except _NotStarted:
                 return
+            except _Interrupted as exc:
+                batch.done(where, key, exc.interrupt)
+                batch.interrupt = exc.interrupt
             except Exception as exc:
                 batch.done(where, key, exc)
             else:
@@ -218,19 +238,19 @@ async def _adrive(fn: Callable[..., Any], batch: _Batch, concurrency: int) -> No
 
 
 async def _arun(fn: Callable[..., Any], call: Call, stop: threading.Event) -> None:
-    if not _is_async(fn):
-        await asyncio.to_thread(_run, fn, call, stop)
-        return
     try:
+        if not _is_async(fn):
+            await asyncio.to_thread(_run, fn, call, stop)
+            return
         result = fn(*call.args, **call.kwargs)
         if inspect.isasyncgen(result):
             async for _ in result:
                 pass
         else:
             await result
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         stop.set()
-        raise
+        raise _Interrupted(exc) from None
 
 
 def _loop_running() -> bool:

@@ -356,6 +356,36 @@ def test_warm_errors(tmp_path: Path) -> None:
     one_line_error(cli(directory, "warm", "prompts:ask", "missing.jsonl", cwd=tmp_path), 1, "cannot read")
 
 
+@pytest.mark.parametrize("function", ["slow", "aslow"])
+def test_ctrl_c_while_warming_keeps_what_was_warmed(tmp_path: Path, function: str) -> None:
+    (tmp_path / "slowmod.py").write_text(textwrap.dedent("""
+        import asyncio, time, llm_memo
+
+        @llm_memo.llm_cache(ttl=3600)
+        def slow(i):
+            time.sleep(0.2)
+            return i
+
+        @llm_memo.llm_cache(ttl=3600)
+        async def aslow(i):
+            await asyncio.sleep(0.2)
+            return i
+    """))
+    (tmp_path / "calls.jsonl").write_text("".join(f'{{"args": [{i}]}}\n' for i in range(100)))
+    env = {**os.environ, "LLM_MEMO_DIR": str(tmp_path / "cache")}
+    with subprocess.Popen([sys.executable, "-m", "llm_memo", "warm", f"slowmod:{function}", "calls.jsonl"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) as proc:
+        time.sleep(1.5)  # the interpreter starts, then a few rounds of 4 calls finish
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    warmed = int(re.fullmatch(r"interrupted: warmed (\d+), already cached 0, failed 0\n", out).group(1))  # type: ignore[union-attr]
+    assert 0 < warmed < 100
+    stored = len(tsv(cli(tmp_path / "cache", "ls").stdout)) - 1
+    assert warmed <= stored <= warmed + 4  # a call cancelled while its result was being written may land too
+
+
 # ---- serve / demo ----------------------------------------------------------------------------
 
 def test_serve_delegates_to_the_local_server(tmp_path: Path) -> None:
