@@ -1,6 +1,6 @@
 """llm_memo: memoize LLM calls with canonical keys, a determinism guard and tiered storage."""
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._cache import Cache, configure, default_cache
 from ._canonical import register_encoder
@@ -18,7 +18,7 @@ from ._pricing import register_price
 from ._records import Entry, Stats
 from ._warm import WarmReport
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._server import LocalServer
 
 __version__ = "0.1.0"
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-def load_ipython_extension(ipython: Any) -> None:
+def load_ipython_extension(ipython: _typing.Any) -> None:
     """`%load_ext llm_memo`: register the %llm_memo magic (IPython loads only here)."""
     from ._jupyter import load_ipython_extension as load
 
@@ -63,7 +63,7 @@ for _name in __all__:
 del _name
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name == "LocalServer":  # the server's imports (http.server, email...) load only when asked for
         from ._server import LocalServer
 

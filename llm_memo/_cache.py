@@ -141,7 +141,7 @@ class Cache:
                 header, meta, value_json = unpack(data, verify=tier is not self.memory)
                 if header.expires_at is not None and header.expires_at <= now:
                     continue
-                value = decode_value(value_json, header.flags, allow_pickle=self.allow_pickle)
+                value = decode_value(value_json, header.flags, allow_pickle=self._pickles_from(tier))
             except CorruptEntry as exc:
                 self._bad_entry(tier, key, exc, stats)
                 continue
@@ -197,6 +197,10 @@ class Cache:
         data = pack(value_json, meta, Header(expires_at, now, latency, tokens, cost, flags))
         return data, expires_at, tags, flags
 
+    def _pickles_from(self, tier: Tier) -> bool:
+        """Pickles load only from this machine's own tiers, and only when allowed."""
+        return self.allow_pickle and not getattr(tier, "shared", False)
+
     # ---- faults ------------------------------------------------------------------------
 
     def _fault(self, tier: str, op: str, exc: BaseException, stats: Counters | None) -> None:
@@ -235,7 +239,7 @@ class Cache:
                 header, meta, value_json = unpack(data)
                 if header.expires_at is not None and header.expires_at <= now:
                     continue
-                value = decode_value(value_json, header.flags, allow_pickle=self.allow_pickle)
+                value = decode_value(value_json, header.flags, allow_pickle=self._pickles_from(tier))
             except Exception as exc:
                 self._fault(tier.name, "read", exc, None)
                 continue
@@ -381,13 +385,14 @@ class Stored(NamedTuple):
 
 
 def function_tag(function: Any) -> str:
-    """The tag every entry of a cached function carries: "fn:module.qualname"."""
+    """The tag every entry of a cached function carries: "fn:[namespace/]module.qualname"."""
     if isinstance(function, str):
         return f"fn:{function}"
-    name = getattr(function, "cache_function_name", None)
-    if name is None:
-        target = getattr(function, "__wrapped__", function)
-        name = f"{target.__module__}.{target.__qualname__}"
+    tag = getattr(function, "__llm_memo_tag__", None)
+    if isinstance(tag, str):
+        return tag
+    target = getattr(function, "__wrapped__", function)
+    name = f"{target.__module__}.{target.__qualname__}"
     return f"fn:{name}"
 
 

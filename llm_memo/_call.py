@@ -8,14 +8,17 @@ are thin shells over it, picked once when a function is decorated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import enum
 import logging
 import time
+import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ._cache import Cache, Hit, caching_enabled, default_cache, hooks
-from ._codec import preview
+from ._codec import allow_type, preview
 from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
 from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
@@ -29,6 +32,23 @@ __all__ = ["Engine", "Plan"]
 
 logger = logging.getLogger("llm_memo")
 _DEBUG = logging.DEBUG
+
+
+def _returned_classes(func: Callable[..., Any]) -> list[type]:
+    """Dataclasses, pydantic models and Enums named in the return annotation (list[X], X | None...)."""
+    try:
+        hint = typing.get_type_hints(func).get("return")
+    except Exception:  # unresolvable forward references: nothing to allow
+        return []
+    found: list[type] = []
+    pending = [hint]
+    while pending:
+        item = pending.pop()
+        pending.extend(typing.get_args(item))
+        if isinstance(item, type) and (dataclasses.is_dataclass(item) or issubclass(item, enum.Enum)
+                                       or hasattr(item, "model_fields")):
+            found.append(item)
+    return found
 
 
 def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
@@ -72,7 +92,10 @@ class Engine:
         self.intent_arg = intent_arg
         self.default_temperature = default_temperature
         self.function = self.keys.function
-        self.tags = (f"fn:{self.function}", *tags)
+        scope = f"{namespace}/" if namespace else ""  # invalidating one tenant's function spares the others
+        self.tags = (f"fn:{scope}{self.function}", *tags)
+        for cls in _returned_classes(func):
+            allow_type(cls)  # what the function is declared to return may be rebuilt from the cache
         self.counters = Counters()
         self.flights = Flights()
         self.aflights = AsyncFlights()
@@ -147,14 +170,15 @@ class Engine:
         if logger.isEnabledFor(_DEBUG):
             logger.debug("hit %s key=%s tier=%s saved=%.3fs", self.function, key[:12], hit.tier, hit.latency)
 
-    def count_bypass(self, cache: Cache | None, why: str, arguments: Mapping[str, Any] | None = None) -> None:
+    def count_bypass(self, cache: Cache | None, why: str, arguments: Mapping[str, Any] | None = None,
+                     key: str | None = None) -> None:
         self.counters.bypass()
         if cache is not None:
             cache.counters.bypass()
             if cache.ledger is not None:
                 cache.ledger.bypass(self.function, _model_of(arguments))
         if logger.isEnabledFor(_DEBUG):
-            logger.debug("bypass %s (%s)", self.function, why)
+            logger.debug("bypass %s key=%s (%s)", self.function, key[:12] if key else "-", why)
 
     def store(self, cache: Cache, plan: Plan, value: Any, latency: float, lifetime: tuple[Any, float | None]) -> None:
         """Count the miss and store its result unless the policy says keep nothing."""
@@ -162,7 +186,7 @@ class Engine:
         key = plan.key
         assert key is not None
         if seconds == 0:
-            self.count_bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing", plan.arguments)
+            self.count_bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing", plan.arguments, key)
             return
         self.counters.miss()
         cache.counters.miss()
@@ -210,8 +234,13 @@ class Engine:
             self.count_hit(cache, value, key, plan.arguments)
             return value.value
         if not led:
-            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key, plan.arguments)
+            self.count_hit(cache, self.shared_hit(value), key, plan.arguments)
         return value
+
+    def shared_hit(self, value: Any) -> Hit:
+        """A caller that waited for another's identical call: it saved that call's tokens and cost."""
+        tokens, cost = self.savings(value) if self.savings is not None else (0, 0.0)
+        return Hit(value, "flight", 0.0, tokens, cost)
 
     async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
@@ -239,7 +268,7 @@ class Engine:
 
         value, led = await self.aflights.run(key, compute)
         if not led:
-            self.count_hit(cache, Hit(value, "flight", 0.0, 0, 0.0), key, plan.arguments)
+            self.count_hit(cache, self.shared_hit(value), key, plan.arguments)
         return value
 
     def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],

@@ -58,7 +58,7 @@ class _Methods:
         """Remove every entry of this function (all versions of it) from its cache."""
         engine = self._self_engine
         cache = engine.current_cache()
-        return 0 if cache is None else cache.invalidate(tag=engine.tags[0])
+        return 0 if cache is None else cache.invalidate(tag=self.__llm_memo_tag__)
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Remove the entry this call would hit; True if there was one."""
@@ -75,6 +75,11 @@ class _Methods:
         """The async twin of warm (use it inside a running event loop, e.g. a notebook cell)."""
         return await awarm(self, calls, concurrency=concurrency, progress=progress,
                            cache=self._self_engine.current_cache())
+
+    @property
+    def __llm_memo_tag__(self) -> str:
+        """The tag on every entry of this function (namespace included), for Cache.invalidate."""
+        return self._self_engine.tags[0]
 
     @property
     def cache_function_name(self) -> str:

@@ -66,16 +66,22 @@ def _client(live: bool, server_url: str | None) -> tuple[Any, str, str, str]:
     raise SystemExit("llm-memo demo --live needs OPENROUTER_API_KEY or OPENAI_API_KEY in the environment")
 
 
+def _server(latency: float) -> Any:
+    """The local server on the first free port of a fixed range: the endpoint is part of every
+    key, so a second run must find the same address to be served from the disk tier."""
+    from ._server import LocalServer
+
+    for port in range(DEMO_PORT, DEMO_PORT + 20):
+        try:
+            return LocalServer(port=port, latency=latency).start()
+        except OSError:
+            continue
+    return LocalServer(latency=latency).start()
+
+
 def run(directory: str | None, live: bool = False, latency: float = 0.4, out: Callable[[str], Any] = print) -> int:
     """Run the workload and print what the cache did."""
-    server = None
-    if not live:
-        from ._server import LocalServer
-
-        try:  # a stable address keeps the key's endpoint, so a second run hits the disk tier
-            server = LocalServer(port=DEMO_PORT, latency=latency).start()
-        except OSError:
-            server = LocalServer(latency=latency).start()
+    server = None if live else _server(latency)
     raw, model, embedding_model, where = _client(live, server.url if server else None)
     cache = Cache(directory) if directory else Cache(default_directory() / "demo")
     try:

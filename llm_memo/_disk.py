@@ -274,8 +274,11 @@ class DiskTier:
             if entry is None:
                 self._drop(cache, key, "not written by llm_memo")
                 return None
-        expires_at, payload = entry
-        return payload if self._clock() < expires_at else None
+            expires_at, payload = entry
+            if self._clock() < expires_at:
+                return payload
+            self._delete(cache, key)  # gone for good: a clock stepping back must not revive it
+        return None
 
     def set(
         self, key: str, data: bytes, expires_at: float | None, tags: Sequence[str] = ()

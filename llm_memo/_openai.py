@@ -55,8 +55,12 @@ def wrap(client: Any, *, cache: Cache | None = None, policy: Any = "auto", ttl: 
     module = _http_module(http)
     is_async = hasattr(transport, "handle_async_request")
     classes = _classes(module)
-    caching = (classes.AsyncTransport if is_async else classes.Transport)(transport, front, http)
-    ours = (module.AsyncClient if is_async else module.Client)(transport=caching, timeout=http.timeout)
+    caching = classes.AsyncTransport if is_async else classes.Transport
+    mounts = {pattern.pattern: None if inner is None else caching(inner, front, http)
+              for pattern, inner in getattr(http, "_mounts", {}).items()}  # proxies, custom routes
+    ours = (module.AsyncClient if is_async else module.Client)(
+        transport=caching(transport, front, http), mounts=mounts, timeout=http.timeout,
+        follow_redirects=http.follow_redirects, event_hooks=http.event_hooks, trust_env=False)
     wrapped = client.with_options(http_client=ours)
     wrapped.__class__ = _guarded(type(wrapped), is_async)
     return wrapped
@@ -327,6 +331,11 @@ def _classes(module: Any) -> _Classes:
             plan = _plan_or_bypass(route, cache)
             if plan is None:
                 return self.inner.handle_request(request)
+            key = plan.key or ""  # never empty here: _plan_or_bypass keyed it
+            hit = cache.get(key, engine.counters)
+            if hit is not None:
+                engine.count_hit(cache, hit, key, plan.arguments)
+                return from_cache(request, route, hit.value, hit.tier)
             if route.streaming:
                 return self.stream(request, route, cache, plan)
             live: list[Any] = []
@@ -346,15 +355,10 @@ def _classes(module: Any) -> _Classes:
                 return respond(request, raw.status, raw.headers, raw.content)
             if live:
                 return respond(request, *live[0])
-            return from_cache(request, route, value, "cache")
+            return from_cache(request, route, value, "flight")
 
         def stream(self, request: Any, route: _Route, cache: Cache, plan: Plan) -> Any:
-            engine, key = route.engine, plan.key
-            assert key is not None
-            hit = cache.get(key, engine.counters)
-            if hit is not None:
-                engine.count_hit(cache, hit, key)
-                return from_cache(request, route, hit.value, hit.tier)
+            engine = route.engine
             lifetime = engine.lifetime(plan.arguments)
             start = time.perf_counter()
             response = self.inner.handle_request(request)
@@ -383,6 +387,12 @@ def _classes(module: Any) -> _Classes:
             plan = _plan_or_bypass(route, cache)
             if plan is None:
                 return await self.inner.handle_async_request(request)
+            key = plan.key or ""  # never empty here: _plan_or_bypass keyed it
+            hit = cache.get_memory(key, engine.counters) or await asyncio.to_thread(
+                cache.get_lower, key, engine.counters)
+            if hit is not None:
+                engine.count_hit(cache, hit, key, plan.arguments)
+                return from_cache(request, route, hit.value, hit.tier)
             if route.streaming:
                 return await self.stream(request, route, cache, plan)
             live: list[Any] = []
@@ -402,16 +412,10 @@ def _classes(module: Any) -> _Classes:
                 return respond(request, raw.status, raw.headers, raw.content)
             if live:
                 return respond(request, *live[0])
-            return from_cache(request, route, value, "cache")
+            return from_cache(request, route, value, "flight")
 
         async def stream(self, request: Any, route: _Route, cache: Cache, plan: Plan) -> Any:
-            engine, key = route.engine, plan.key
-            assert key is not None
-            hit = cache.get_memory(key, engine.counters) or await asyncio.to_thread(
-                cache.get_lower, key, engine.counters)
-            if hit is not None:
-                engine.count_hit(cache, hit, key)
-                return from_cache(request, route, hit.value, hit.tier)
+            engine = route.engine
             lifetime = engine.lifetime(plan.arguments)
             start = time.perf_counter()
             response = await self.inner.handle_async_request(request)
@@ -433,13 +437,13 @@ def _plan_or_bypass(route: _Route, cache: Cache) -> Plan | None:
     """The call's plan, or None (counted as a bypass) when it must reach the provider uncached."""
     engine = route.engine
     if route.stateful:
-        engine.count_bypass(cache, "depends on provider-side state")
+        engine.count_bypass(cache, "depends on provider-side state", route.keyed)
         return None
     try:
         plan = engine.plan(None, (route.endpoint,), route.keyed)
     except NonDeterministicCallError as exc:
         raise _sdk_error(exc) from None
     if plan.key is None:
-        engine.count_bypass(cache, "non-deterministic")
+        engine.count_bypass(cache, "non-deterministic", plan.arguments)
         return None
     return plan

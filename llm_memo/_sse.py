@@ -115,10 +115,25 @@ def _merge_choice(choice: dict[str, Any], part: dict[str, Any]) -> None:
             for call in value or ():
                 _merge_tool_call(message["tool_calls"].setdefault(call.get("index", 0), {}), call)
         elif key not in ("content", "role") and value is not None:
-            message[key] = value
+            message[key] = _joined(message.get(key), value)
     for key, value in part.items():
-        if key not in ("delta", "index") and value is not None:
-            choice[key] = value
+        if key not in ("delta", "index") and value is not None:  # finish reasons are replaced, logprobs grow
+            choice[key] = _joined(choice.get(key), value) if key == "logprobs" else value
+
+
+def _joined(before: Any, piece: Any) -> Any:
+    """A streamed field after one more piece: text is appended, lists (reasoning details,
+    logprobs content) extended, and objects merged field by field; the rest is replaced."""
+    if isinstance(before, str) and isinstance(piece, str):
+        return before + piece
+    if isinstance(before, list) and isinstance(piece, list):
+        return before + piece
+    if isinstance(before, dict) and isinstance(piece, dict):
+        merged = dict(before)
+        for key, value in piece.items():
+            merged[key] = _joined(merged.get(key), value) if value is not None else merged.get(key)
+        return merged
+    return piece
 
 
 def _merge_tool_call(target: dict[str, Any], call: dict[str, Any]) -> None:

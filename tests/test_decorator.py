@@ -367,6 +367,12 @@ def point(prompt):
 def reply(prompt):
     _ran("reply")
     return Reply(text="hello")
+'''
+
+# Apart from the models: importing a function annotated "-> Point" allows Point in that process.
+_ANNOTATED = '''
+from llm_memo import llm_cache
+from models_for_memo import Point, Reply, _ran
 
 
 @llm_cache(ttl=3600)
@@ -385,15 +391,18 @@ _DRIVER = '''
 import json
 import sys
 
+import importlib
+
 import llm_memo
-import models_for_memo as models
 
 if sys.argv[1] == "allow":
+    models = importlib.import_module("models_for_memo")
     llm_memo.allow_type(models.Point)
     llm_memo.allow_type(models.Reply)
 out = {}
 for name in sys.argv[2:]:
-    fn = getattr(models, name)
+    module = "annotated_for_memo" if name.startswith("annotated") else "models_for_memo"
+    fn = getattr(importlib.import_module(module), name)
     value = fn("q")
     info = fn.cache_info()
     out[name] = {"type": type(value).__name__, "value": repr(value),
@@ -408,6 +417,7 @@ class Processes:
     def __init__(self, root: Path) -> None:
         self.root = root
         (root / "models_for_memo.py").write_text(_MODELS)
+        (root / "annotated_for_memo.py").write_text(_ANNOTATED)
         (root / "driver.py").write_text(_DRIVER)
         self.runs = root / "runs.txt"
         self.env = {**os.environ, "LLM_MEMO_DIR": str(root / "cache"), "RUNS_FILE": str(self.runs),
