@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fnmatch
+import importlib
 import json
 import math
 import os
+import pprint
 import re
 import shutil
 import sys
@@ -385,8 +387,6 @@ def value_text(stored: Stored, allow_pickle: bool = False) -> str:
     if stored.header.flags & FLAG_PLAIN:
         return json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
     try:
-        import pprint
-
         return pprint.pformat(decode_value(stored.value_json, stored.header.flags, allow_pickle=allow_pickle))
     except CorruptEntry as exc:
         tagged = json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
@@ -421,7 +421,8 @@ def cmd_export(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         count += 1
     data = b"".join(lines)
     if args.file == "-":
-        out.text(data.decode()) if data else None
+        if data:
+            out.text(data.decode())
     else:
         try:
             Path(args.file).write_bytes(data)
@@ -506,8 +507,6 @@ def cmd_warm(args: argparse.Namespace, out: Out) -> int:
 
 
 def _load_function(spec: str) -> Any:
-    import importlib
-
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise UsageError(f"bad function {spec!r}: use MODULE:FUNCTION, e.g. myapp.prompts:summarize")
