@@ -135,7 +135,7 @@ class Out:
 
     def table(self, columns: list[str], rows: list[list[str]], *, align: str = "", header: bool = True,
               title: str = "") -> None:
-        """Aligned columns on a terminal (the widest cut to fit); tab-separated when piped."""
+        """Aligned columns on a terminal (cut to fit its width); tab-separated when piped."""
         clean = [[str(c).replace("\t", " ").replace("\n", " ") for c in row] for row in rows]
         if not self.tty:
             lines = ([columns] if header else []) + clean
@@ -144,7 +144,11 @@ class Out:
         lines = ([columns] if header else []) + clean
         widths = [max(len(line[i]) for line in lines) for i in range(len(columns))] if lines else []
         excess = sum(widths) + 2 * (len(widths) - 1) - shutil.get_terminal_size((120, 24)).columns
-        while excess > 0 and max(widths, default=0) > 12:  # cut the widest column, one character at a time
+        if excess > 0 and widths:  # the last column (a call's preview) gives way first, then the widest
+            cut = min(excess, max(widths[-1] - 16, 0))
+            widths[-1] -= cut
+            excess -= cut
+        while excess > 0 and max(widths, default=0) > 12:
             widths[widths.index(max(widths))] -= 1
             excess -= 1
         if title:
@@ -177,10 +181,10 @@ class Out:
 
 # ---- formatting -----------------------------------------------------------------------
 
-def _when(ts: float | None, never: str = "never") -> str:
+def _when(ts: float | None, seconds: bool = True) -> str:
     if ts is None:
-        return never
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+        return "never"
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def _size(n: int) -> str:
@@ -343,7 +347,8 @@ def cmd_ls(cache: Cache, args: argparse.Namespace, out: Out) -> int:
     entries = sorted(select(cache, args, cache.clock()), key=lambda s: s.header.created_at, reverse=True)
     shown = entries[:args.limit] if args.limit else entries
     rows = [[s.key[:12] if out.tty else s.key, str(s.metadata.get("function") or "-"),
-             str(s.metadata.get("model") or "-"), _when(s.header.created_at), _when(s.header.expires_at),
+             str(s.metadata.get("model") or "-"), _when(s.header.created_at, not out.tty),
+             _when(s.header.expires_at, not out.tty),
              ",".join(_user_tags(s.metadata)) or "-", _size(s.size), _call(s.metadata)] for s in shown]
     if not rows and out.tty:
         out.note("no entries" + (" match" if _filtered(args) else f" in {cache.directory}"))
