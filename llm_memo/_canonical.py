@@ -47,7 +47,6 @@ _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 _OPTS = orjson.OPT_SORT_KEYS
 _FAST_OPTS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
               | orjson.OPT_PASSTHROUGH_DATETIME)
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 _SAFE_RECURSION = 2000  # orjson overflows its stack on tuples nested ~3000 deep
 CAREFUL = b"#"  # leads every encoding that holds a tag: never the first byte of plain JSON
 _TAGGED_NODE = b'{"\\u0000":"'  # how orjson writes the start of a tagged node
@@ -133,8 +132,8 @@ class _CoreTypes(pickle.Pickler):
 _local = threading.local()
 
 
-def _fast(value: Any, containers: list[Any], scalars: Any) -> bytes | None:
-    """orjson bytes of `value` when they encode it unambiguously, else None.
+def _fast(value: Any, parts: Any) -> bytes | None:
+    """orjson bytes of `value` (whose contents are `parts`) when they encode it unambiguously.
 
     The proof takes no Python walk over the tree. `_CoreTypes` passes exact core types
     only, which leaves orjson one ambiguity: NaN and infinities, written as null. Their
@@ -142,23 +141,17 @@ def _fast(value: Any, containers: list[Any], scalars: Any) -> bytes | None:
     shows up (string lengths can put one there too) does `is_plain` look closer. The
     pickler also bounds the depth before orjson, which has no limit for tuples.
     """
-    if any(t is float and v - v != 0.0 for t, v in scalars):
-        return None
-    if containers:
-        if sys.getrecursionlimit() > _SAFE_RECURSION:
-            return None  # the pickler's depth bound would exceed what orjson survives
-        checker = getattr(_local, "checker", None)
-        if checker is None:
-            checker = _local.checker = _CoreTypes()
-        try:
-            data = checker.check(containers)
-        except (TypeError, ValueError, RecursionError, pickle.PicklingError):
-            return None
+    if sys.getrecursionlimit() > _SAFE_RECURSION:
+        return None  # the pickler's depth bound would exceed what orjson survives
+    checker = getattr(_local, "checker", None)
+    if checker is None:
+        checker = _local.checker = _CoreTypes()
+    try:
+        data = checker.check(parts)
         if (b"\x7f" in data or b"\xff" in data) and not _plain_or_none(value):
             return None
-    try:
         return orjson.dumps(value, default=_reject, option=_FAST_OPTS)
-    except (TypeError, orjson.JSONEncodeError):
+    except (TypeError, ValueError, RecursionError, pickle.PicklingError, orjson.JSONEncodeError):
         return None
 
 
@@ -171,8 +164,7 @@ def _plain_or_none(value: Any) -> bool:
 
 def encode(value: Any, name: str = "argument") -> bytes:
     """Canonical bytes of `value`; `name` is the parameter named in errors."""
-    plain = type(value) in _SCALARS
-    out = _fast(value, [] if plain else [value], [(type(value), value)] if plain else ())
+    out = _fast(value, value)
     if out is not None:
         return out
     return _mark(_dump(to_tree(value, name), name, value))
@@ -180,15 +172,7 @@ def encode(value: Any, name: str = "argument") -> bytes:
 
 def encode_arguments(arguments: Mapping[str, Any]) -> bytes:
     """Canonical bytes of a call's bound arguments; errors name the parameter."""
-    containers = []
-    scalars = []
-    for value in arguments.values():
-        kind = type(value)
-        if kind in _SCALARS:
-            scalars.append((kind, value))
-        else:
-            containers.append(value)
-    out = _fast(arguments, containers, scalars)
+    out = _fast(arguments, list(arguments.values()))
     if out is not None:
         return out
     tree = {name: to_tree(value, name) for name, value in arguments.items()}

@@ -38,7 +38,7 @@ from ._canonical import TAG, is_plain
 
 __all__ = [
     "FLAG_PICKLE", "FLAG_PLAIN", "FORMAT", "CorruptEntry", "Header", "NewerFormat",
-    "UnencodableValue", "allow_type", "decode_value", "encode_value", "pack", "preview", "unpack",
+    "UnencodableValue", "allow_type", "decode_value", "encode_value", "pack", "peek", "preview", "unpack",
 ]
 
 FORMAT = 1
@@ -47,6 +47,7 @@ FLAG_PLAIN = 2  # the value JSON has no tags: orjson.loads alone decodes it
 _MAGIC = b"LM"
 _PREFIX = struct.Struct(">2sBI")  # magic, format, crc32 of everything after it
 _BODY = struct.Struct(">dddIdBI")  # expires_at (NaN = never), created_at, latency, tokens, cost, flags, metadata length
+_WHOLE = struct.Struct(">2sBIdddIdBI")  # _PREFIX then _BODY, read in one call on the hot path
 
 _allowed: dict[str, type] = {}
 _SECRET_NAME = re.compile(
@@ -260,6 +261,18 @@ def pack(value_json: bytes, metadata: Mapping[str, Any], header: Header) -> byte
     fields = _BODY.pack(expiry, header.created_at, header.latency, header.tokens, header.cost, header.flags, len(meta))
     body = fields + meta + value_json
     return _MAGIC + bytes([FORMAT]) + zlib.crc32(body).to_bytes(4, "big") + body
+
+
+def peek(data: bytes) -> tuple[float, float, int, float, int, int]:
+    """(expires_at or NaN, latency, tokens, cost, flags, value offset) of an envelope this
+    process wrote itself (the memory tier's): no checksum, no metadata, one struct call."""
+    try:
+        magic, version, _crc, expiry, _created, latency, tokens, cost, flags, meta_len = _WHOLE.unpack_from(data)
+    except struct.error as exc:
+        raise CorruptEntry("truncated entry") from exc
+    if magic != _MAGIC or version != FORMAT:
+        raise CorruptEntry("not an llm_memo entry of this format")
+    return expiry, latency, tokens, cost, flags, _WHOLE.size + meta_len
 
 
 def unpack(data: bytes, *, verify: bool = True) -> tuple[Header, bytes, bytes]:
