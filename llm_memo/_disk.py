@@ -108,8 +108,17 @@ def _create_private(path: str) -> int:
     return os.stat(path).st_ino
 
 
-def _quick_check(path: str, timeout: float) -> None:
-    """Raise sqlite3.DatabaseError when the file at ``path`` is not a sound SQLite database."""
+_CHECK_AT_OPEN_LIMIT = 32 * 2**20  # bytes: databases up to this size are checked at every open
+
+
+def _quick_check(path: str, timeout: float, *, always: bool = False) -> None:
+    """Raise sqlite3.DatabaseError when the file at ``path`` is not a sound SQLite database.
+
+    The check reads the whole file (about 0.1 s per 100 MB), so a large database is checked
+    only after it failed in use (``always``); opening one must not delay every process start.
+    """
+    if not always and os.path.getsize(path) > _CHECK_AT_OPEN_LIMIT:
+        return
     con = sqlite3.connect(path, timeout=timeout)
     try:
         rows = con.execute("PRAGMA quick_check").fetchall()
@@ -152,11 +161,11 @@ class DiskTier:
         self._closed = False
         self._state = self._open()  # (cache, inode of the file it opened), swapped as one
 
-    def _open(self) -> tuple[diskcache.Cache, int]:
+    def _open(self, *, checked: bool = False) -> tuple[diskcache.Cache, int]:
         _prepare_directory(self.directory)
         inode = _create_private(self._path)
         try:
-            return self._connect(), inode
+            return self._connect(checked=checked), inode
         except sqlite3.DatabaseError as exc:
             # Plain DatabaseError is SQLITE_CORRUPT or SQLITE_NOTADB; its subclasses are not.
             if type(exc) is not sqlite3.DatabaseError:
@@ -165,8 +174,8 @@ class DiskTier:
         inode = _create_private(self._path)
         return self._connect(), inode
 
-    def _connect(self) -> diskcache.Cache:
-        _quick_check(self._path, self._timeout)
+    def _connect(self, *, checked: bool = False) -> diskcache.Cache:
+        _quick_check(self._path, self._timeout, always=checked)
         cache = diskcache.Cache(
             self.directory,
             timeout=self._timeout,  # SQLite busy timeout: a locked database fails fast
@@ -229,7 +238,7 @@ class DiskTier:
             if self._state[0] is stale:  # else another thread has reopened already
                 stale.close()
                 self._retired.append(stale)
-                self._state = self._open()
+                self._state = self._open(checked=True)
             return self._state[0]
 
     def _live(
