@@ -15,6 +15,7 @@ from ._errors import (
 from ._openai import wrap
 from ._policy import CachePolicy, IntentRule, classify_intent
 from ._pricing import register_price
+from ._prompt_cache import mark_cache_control, provider_cache_usage
 from ._records import Entry, Stats
 from ._warm import WarmReport
 
@@ -43,6 +44,8 @@ __all__ = [
     "default_cache",
     "llm_cache",
     "load_ipython_extension",
+    "mark_cache_control",
+    "provider_cache_usage",
     "register_encoder",
     "register_price",
     "wrap",

@@ -26,6 +26,8 @@ EXPORTED = [
     "default_cache",
     "llm_cache",
     "load_ipython_extension",
+    "mark_cache_control",
+    "provider_cache_usage",
     "register_encoder",
     "register_price",
     "wrap",
