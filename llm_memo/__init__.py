@@ -6,6 +6,7 @@ from ._cache import Cache, configure, default_cache
 from ._canonical import register_encoder
 from ._codec import allow_type
 from ._decorator import CachedFunction, llm_cache
+from ._embedders import minilm_embedder, openai_embedder
 from ._errors import (
     LLMMemoError,
     NonDeterministicCallError,
@@ -17,6 +18,7 @@ from ._policy import CachePolicy, IntentRule, classify_intent
 from ._pricing import register_price
 from ._prompt_cache import mark_cache_control, provider_cache_usage
 from ._records import Entry, Stats
+from ._semantic import SemanticMatch
 from ._warm import WarmReport
 
 if _typing.TYPE_CHECKING:
@@ -34,6 +36,7 @@ __all__ = [
     "LocalServer",
     "NonDeterministicCallError",
     "NonDeterministicCallWarning",
+    "SemanticMatch",
     "Stats",
     "UnkeyableArgumentError",
     "WarmReport",
@@ -45,6 +48,8 @@ __all__ = [
     "llm_cache",
     "load_ipython_extension",
     "mark_cache_control",
+    "minilm_embedder",
+    "openai_embedder",
     "provider_cache_usage",
     "register_encoder",
     "register_price",

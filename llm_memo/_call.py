@@ -71,7 +71,8 @@ class Engine:
                  cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
                  version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
                  on_nondeterministic: str = "bypass", intent_arg: str | None = None,
-                 track_source: bool = True, default_temperature: float | None = None) -> None:
+                 track_source: bool = True, default_temperature: float | None = None,
+                 semantic: Any = None) -> None:
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(f"cache= takes an llm_memo.Cache or None (the default cache); got {cache!r}")
         if key is not None and not callable(key):
@@ -101,6 +102,8 @@ class Engine:
         self.aflights = AsyncFlights()
         self._warned = False
         self.savings: Callable[[Any], tuple[int, float]] | None = None  # (tokens, USD) a stored value saves
+        # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
+        self.semantic = semantic.attach(self) if semantic is not None else None
 
     # ---- decisions ---------------------------------------------------------------------
 
@@ -218,6 +221,11 @@ class Engine:
         if hit is not None:
             self.count_hit(cache, hit, key, plan.arguments)
             return hit.value
+        if self.semantic is not None:  # a paraphrase's answer, or the function wrapped to learn from
+            hit, wrapped = self.semantic.consult(cache, plan, wrapped, instance)
+            if hit is not None:
+                self.count_hit(cache, hit, key, plan.arguments)
+                return hit.value
 
         def compute() -> Any:
             again = cache.get_memory(key)  # a thread that led before us may have stored it
@@ -257,6 +265,11 @@ class Engine:
         if hit is not None:
             self.count_hit(cache, hit, key, plan.arguments)
             return hit.value
+        if self.semantic is not None:
+            hit, wrapped = await asyncio.to_thread(self.semantic.consult, cache, plan, wrapped, instance, True)
+            if hit is not None:
+                self.count_hit(cache, hit, key, plan.arguments)
+                return hit.value
 
         async def compute() -> Any:
             lifetime = self.lifetime(plan.arguments)

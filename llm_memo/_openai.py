@@ -37,21 +37,22 @@ HIT_HEADER = "x-llm-memo-cache"
 
 def wrap(client: Any, *, cache: Cache | None = None, policy: Any = "auto", ttl: Any = None,
          on_nondeterministic: str = "bypass", namespace: str | None = None, version: Any = None,
-         cache_stateful: bool = False) -> Any:
+         cache_stateful: bool = False, semantic: Any = None) -> Any:
     """A copy of `client` (openai.OpenAI or AsyncOpenAI) that caches deterministic calls.
 
     Chat and Responses calls with temperature > 0, or with no temperature (the provider
     default is 1.0), follow `on_nondeterministic`. Embeddings are always cacheable. Calls
     that use provider-side state (`previous_response_id`, `conversation`) pass through
     unless `cache_stateful=True`. Different API keys share entries; pass `namespace=` to
-    keep them apart. The client you pass in is left as it was.
+    keep them apart. The client you pass in is left as it was. `semantic=` (an
+    llm_memo.SemanticMatch) serves paraphrases of non-streamed chat and Responses calls.
     """
     http = getattr(client, "_client", None)
     transport = getattr(http, "_transport", None)
     if http is None or transport is None or not hasattr(client, "with_options"):
         raise TypeError(f"wrap() takes an openai.OpenAI or openai.AsyncOpenAI client; got {client!r}")
     front = _Front(cache=cache, policy=policy, ttl=ttl, on_nondeterministic=on_nondeterministic,
-                   namespace=namespace, version=version, cache_stateful=cache_stateful)
+                   namespace=namespace, version=version, cache_stateful=cache_stateful, semantic=semantic)
     module = _http_module(http)
     is_async = hasattr(transport, "handle_async_request")
     classes = _classes(module)
@@ -93,7 +94,7 @@ class _Front:
     """The settings of one wrap() and one engine per endpoint kind."""
 
     def __init__(self, *, cache: Cache | None, policy: Any, ttl: Any, on_nondeterministic: str,
-                 namespace: str | None, version: Any, cache_stateful: bool) -> None:
+                 namespace: str | None, version: Any, cache_stateful: bool, semantic: Any = None) -> None:
         self.cache_stateful = cache_stateful
         self.engines: dict[str, Engine] = {}
         for _, kind in _ENDPOINTS:
@@ -103,6 +104,7 @@ class _Front:
                 _endpoint_function(kind), policy=embeddings_policy if deterministic else policy, ttl=ttl,
                 cache=cache, on_nondeterministic=on_nondeterministic, namespace=namespace, version=version,
                 track_source=False, default_temperature=None if deterministic else 1.0,
+                semantic=None if deterministic else semantic,
             )
             engine.savings = _savings
             self.engines[kind] = engine
