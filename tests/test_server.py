@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from llm_memo._server import LocalServer, _split
+from llm_memo._server import LocalServer
+from llm_memo._server_payloads import _split
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,0 +1,280 @@
+"""The llm-memo commands: each reads its parsed arguments, works on a cache and writes to an Out."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._cache import Cache, Stored
+from ._cli_output import (
+    Out,
+    byte_size,
+    call_preview,
+    stats_fields,
+    stats_rows,
+    timestamp,
+    user_tags,
+    value_text,
+)
+from ._codec import FLAG_PICKLE
+from ._portable import export_record, parse_record
+
+__all__ = [
+    "COMMANDS", "CommandError", "UsageError", "cmd_clear", "cmd_export", "cmd_import", "cmd_ls", "cmd_show",
+    "cmd_stats", "cmd_warm", "find", "select",
+]
+
+
+class UsageError(Exception):
+    """A mistake in the command line (exit status 2)."""
+
+
+class CommandError(Exception):
+    """A command that could not do its job (exit status 1)."""
+
+
+def _function_matches(name: Any, pattern: str) -> bool:
+    if not isinstance(name, str):
+        return False
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return name == pattern or name.endswith("." + pattern)
+
+
+def select(cache: Cache, args: argparse.Namespace, now: float) -> Iterator[Stored]:
+    """The entries the filter options of `args` pick (all of them without filters)."""
+    for stored in cache.scan():
+        meta, header = stored.metadata, stored.header
+        if args.function and not _function_matches(meta.get("function"), args.function):
+            continue
+        if args.tag and args.tag not in (meta.get("tags") or ()):
+            continue
+        if args.model and meta.get("model") != args.model:
+            continue
+        if args.expired and (header.expires_at is None or header.expires_at > now):
+            continue
+        if args.older_than is not None and now - header.created_at < args.older_than:
+            continue
+        yield stored
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    return bool(args.function or args.tag or args.model or args.expired or args.older_than is not None)
+
+
+def cmd_stats(cache: Cache, args: argparse.Namespace, out: Out) -> int:
+    if args.by:
+        groups = cache.ledger.totals(by=args.by) if cache.ledger is not None else None
+        if groups is None:
+            raise CommandError(f"no readable savings ledger in {cache.directory}")
+        if args.json:
+            out.text(json.dumps({"directory": str(cache.directory), "by": args.by,
+                                 "groups": [{args.by: k or None, **stats_fields(s)} for k, s in sorted(groups.items())]},
+                                indent=2))
+            return 0
+        rows = [[k or "-", f"{s.calls:,}", f"{s.hits:,}", f"{s.misses:,}", f"{s.bypassed:,}", f"{s.errors:,}",
+                 f"{s.hit_rate:.1%}", f"{s.time_saved:,.2f} s", f"{s.tokens_saved:,}", f"${s.cost_saved:,.4f}"]
+                for k, s in sorted(groups.items())]
+        out.table([args.by.upper(), "CALLS", "HITS", "MISSES", "BYPASSED", "ERRORS", "HIT RATE", "TIME SAVED",
+                   "TOKENS SAVED", "COST SAVED"], rows, align="lrrrrrrrrr")
+        return 0
+    stats, usage = cache.stats(), cache.usage()
+    if args.json:
+        out.text(json.dumps({"directory": str(cache.directory), **stats_fields(stats),
+                             "tiers": {k: {"entries": n, "bytes": b} for k, (n, b) in usage.items()}}, indent=2))
+        return 0
+    rows = [["directory", str(cache.directory)], *stats_rows(stats)]
+    rows += [[f"{tier} entries", f"{n:,} ({byte_size(b)})"] for tier, (n, b) in usage.items() if tier != "memory"]
+    out.table(["", ""], rows, header=False)
+    return 0
+
+
+def cmd_ls(cache: Cache, args: argparse.Namespace, out: Out) -> int:
+    entries = sorted(select(cache, args, cache.clock()), key=lambda s: s.header.created_at, reverse=True)
+    shown = entries[:args.limit] if args.limit else entries
+    rows = [[s.key[:12] if out.tty else s.key, str(s.metadata.get("function") or "-"),
+             str(s.metadata.get("model") or "-"), timestamp(s.header.created_at, not out.tty),
+             timestamp(s.header.expires_at, not out.tty),
+             ",".join(user_tags(s.metadata)) or "-", byte_size(s.size), call_preview(s.metadata)] for s in shown]
+    if not rows and out.tty:
+        out.note("no entries" + (" match" if _filtered(args) else f" in {cache.directory}"))
+        return 0
+    out.table(["KEY", "FUNCTION", "MODEL", "CREATED", "EXPIRES", "TAGS", "SIZE", "CALL"], rows, align="llllllrl")
+    if len(shown) < len(entries):
+        out.note(f"{len(entries) - len(shown)} more (raise --limit)")
+    return 0
+
+
+def find(cache: Cache, prefix: str) -> Stored:
+    """The one entry whose key starts with `prefix`; CommandError when none or several."""
+    found = list(cache.scan(prefix))
+    if not found:
+        raise CommandError(f"no entry with key {prefix}… in {cache.directory}")
+    if len(found) > 1:
+        raise CommandError(f"key prefix {prefix} is ambiguous: {len(found)} entries "
+                           f"({', '.join(s.key[:16] + '…' for s in found[:3])}); give more digits")
+    return found[0]
+
+
+def cmd_show(cache: Cache, args: argparse.Namespace, out: Out) -> int:
+    stored = find(cache, args.key)
+    if args.json:
+        out.text(orjson.dumps(export_record(stored), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    h, meta = stored.header, stored.metadata
+    rows = [["key", stored.key], ["function", str(meta.get("function") or "-")],
+            ["model", str(meta.get("model") or "-")], ["policy", str(meta.get("policy") or "-")],
+            ["tier", stored.tier], ["created", timestamp(h.created_at)], ["expires", timestamp(h.expires_at)],
+            ["tags", ", ".join(t for t in meta.get("tags") or () if isinstance(t, str)) or "-"],
+            ["size", byte_size(stored.size)], ["latency", f"{h.latency:.3f} s"], ["tokens", f"{h.tokens:,}"],
+            ["cost", f"${h.cost:.6f}"], ["call", call_preview(meta, limit=10_000)]]
+    out.table(["", ""], rows, header=False)
+    out.text("value:\n" + value_text(stored, cache.allow_pickle))
+    return 0
+
+
+def cmd_clear(cache: Cache, args: argparse.Namespace, out: Out) -> int:
+    if args.all == _filtered(args):
+        raise UsageError("clear takes --all, or filters (--tag, --function, --model, --expired, --older-than)")
+    if args.all:
+        count = sum(1 for _ in cache.keys())  # noqa: SIM118 (a Cache, not a dict)
+        if count and not args.yes and not out.confirm(f"remove all {count} entries from {cache.directory}?"):
+            raise CommandError("nothing removed")
+        removed = cache.clear()
+    else:
+        keys = [s.key for s in select(cache, args, cache.clock())]
+        if keys and not args.yes and not out.confirm(f"remove {len(keys)} entries from {cache.directory}?"):
+            raise CommandError("nothing removed")
+        removed = sum(cache.delete(key) for key in keys)
+    out.text(f"removed {removed} {'entry' if removed == 1 else 'entries'}")
+    return 0
+
+
+def cmd_export(cache: Cache, args: argparse.Namespace, out: Out) -> int:
+    count = pickled = 0
+    lines = []
+    for stored in select(cache, args, cache.clock()):
+        if stored.header.flags & FLAG_PICKLE:
+            pickled += 1  # a pickle runs code when loaded: never handed to someone else
+            continue
+        lines.append(orjson.dumps(export_record(stored)) + b"\n")
+        count += 1
+    data = b"".join(lines)
+    if args.file == "-":
+        if data:
+            out.text(data.decode())
+    else:
+        try:
+            Path(args.file).write_bytes(data)
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.file}: {exc.strerror or exc}") from None
+    where = "stdout" if args.file == "-" else args.file
+    out.note(f"exported {count} {'entry' if count == 1 else 'entries'} to {where}"
+             + (f"; skipped {pickled} pickled (not portable)" if pickled else ""))
+    return 0
+
+
+def cmd_import(cache: Cache, args: argparse.Namespace, out: Out) -> int:
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    now = cache.clock()
+    imported = present = 0
+    skipped: list[str] = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            key, header, meta, value_json = parse_record(line, now)
+        except ValueError as exc:
+            skipped.append(f"line {n}: {exc}")
+            continue
+        if key in cache:
+            present += 1
+        elif cache.restore(key, header, meta, value_json):
+            imported += 1
+        else:
+            skipped.append(f"line {n}: no tier could store it")
+    for reason in skipped[:20]:
+        out.note(f"skipped {reason}")
+    if len(skipped) > 20:
+        out.note(f"skipped {len(skipped) - 20} more lines")
+    out.text(f"imported {imported}, already stored {present}, skipped {len(skipped)}")
+    invalid = [s for s in skipped if not s.endswith(": expired")]
+    return 1 if invalid else 0
+
+
+def cmd_warm(args: argparse.Namespace, out: Out) -> int:
+    from ._warm import Call
+
+    fn = _load_function(args.function)
+    try:
+        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    calls: list[Call] = []
+    bad: list[str] = []
+    lines: dict[int, int] = {}  # id(call) -> its line in FILE
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            bad.append(f"line {n}: not JSON ({exc})")
+            continue
+        if (not isinstance(rec, dict) or not set(rec) <= {"args", "kwargs"}
+                or not isinstance(rec.get("args", []), list) or not isinstance(rec.get("kwargs", {}), dict)):
+            bad.append(f'line {n}: expected {{"args": [...], "kwargs": {{...}}}}')
+            continue
+        call = Call(tuple(rec.get("args", [])), rec.get("kwargs", {}))
+        lines[id(call)] = n
+        calls.append(call)
+    for reason in bad:
+        out.note(f"skipped {reason}")
+    progress = out.stderr.isatty() if args.progress is None else args.progress
+    interrupted = False
+    try:
+        report = fn.warm(calls, concurrency=args.concurrency, progress=progress)
+    except KeyboardInterrupt as exc:
+        report, interrupted = exc.report, True  # type: ignore[attr-defined]
+    out.text(("interrupted: " if interrupted else "")
+             + f"warmed {report.warmed}, already cached {report.already_cached}, failed {len(report.failed)}")
+    for call, reason in report.failed:
+        out.note(f"failed line {lines[id(call)]}: {reason}")
+    return 130 if interrupted else 1 if report.failed or bad else 0
+
+
+def _load_function(spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"bad function {spec!r}: use MODULE:FUNCTION, e.g. myapp.prompts:summarize")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules in the current directory import
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CommandError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise CommandError(f"{module_name} has no attribute {attribute!r}")
+    if not callable(getattr(target, "warm", None)) or not callable(getattr(target, "cache_key", None)):
+        raise CommandError(f"{spec} is not decorated with @llm_cache (it has no .warm)")
+    return target
+
+
+COMMANDS: dict[str, Callable[[Cache, argparse.Namespace, Out], int]] = {
+    "stats": cmd_stats, "ls": cmd_ls, "show": cmd_show, "clear": cmd_clear, "export": cmd_export,
+    "import": cmd_import,
+}
