@@ -13,6 +13,7 @@ import html
 import importlib
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -263,6 +264,37 @@ class Cache:
             tags = tuple(metadata.pop("tags", ()))
             return Entry(key, value, header.created_at, header.expires_at, tags, tier.name, metadata)
         return None
+
+    def lease(self, key: str, seconds: float) -> str | None:
+        """Claim the computation of `key` across processes (and machines, with Redis).
+
+        Returns a token to hand back to `release` when this process should compute, and None
+        while another holds a live lease. The lowest tier that can arbitrate decides (Redis
+        over disk); when none can, or it fails, the answer is "compute": a lease only saves
+        duplicate work, it must never stop a call.
+        """
+        token = secrets.token_hex(8)
+        tier = self._arbiter()
+        if tier is None:
+            return token
+        try:
+            return token if tier.lease(key, token, seconds) else None  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._fault(tier.name, "lease", exc, None)
+            return token
+
+    def release(self, key: str, token: str) -> None:
+        """Give back a lease taken with `lease`."""
+        tier = self._arbiter()
+        if tier is not None:
+            try:
+                tier.release(key, token)  # type: ignore[attr-defined]
+            except Exception as exc:
+                self._fault(tier.name, "release", exc, None)
+
+    def _arbiter(self) -> Tier | None:
+        """The tier whose leases every process sharing this cache sees: the lowest that has them."""
+        return next((tier for tier in reversed(self.tiers) if hasattr(tier, "lease")), None)
 
     def delete(self, key: str) -> bool:
         """Remove `key` from every tier; True if any tier had it."""

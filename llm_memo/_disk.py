@@ -37,6 +37,8 @@ _TAG_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS llm_memo_tags"
     " (tag TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tag, key)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS llm_memo_tags_key ON llm_memo_tags (key)",
+    "CREATE TABLE IF NOT EXISTS llm_memo_leases"
+    " (key TEXT PRIMARY KEY, token TEXT NOT NULL, until REAL NOT NULL) WITHOUT ROWID",
 )
 _warned_directories: set[str] = set()
 
@@ -312,6 +314,24 @@ class DiskTier:
         """Remove ``key``; True when a live entry was removed."""
         with self._faults() as cache:
             return self._delete(cache, key)
+
+    def lease(self, key: str, token: str, seconds: float) -> bool:
+        """Take the computation of ``key`` for ``seconds`` unless a live lease holds it.
+
+        A lease is a row with a deadline on the wall clock, not a lock: a holder killed
+        mid-computation never blocks anyone past its deadline.
+        """
+        now = self._clock()
+        with self._faults() as cache, cache.transact():
+            _execute(cache, "DELETE FROM llm_memo_leases WHERE key = ? AND until <= ?", (key, now))
+            taken = _execute(cache, "INSERT OR IGNORE INTO llm_memo_leases VALUES (?, ?, ?)",
+                             (key, token, now + seconds)).rowcount
+        return taken == 1
+
+    def release(self, key: str, token: str) -> None:
+        """Give up the lease on ``key`` if ``token`` still holds it."""
+        with self._faults() as cache:
+            _execute(cache, "DELETE FROM llm_memo_leases WHERE key = ? AND token = ?", (key, token))
 
     def invalidate(self, tag: str) -> int:
         """Remove every entry carrying ``tag`` and the tag rows of those entries."""

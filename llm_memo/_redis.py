@@ -43,6 +43,7 @@ _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 # Add ARGV[1] to the tag index KEYS[1] (a sorted set) scored by its expiry ARGV[2] ("inf": never)
 # on the tier's clock, whose now is ARGV[3]. Expired members are pruned, and the index expires
 # with its longest-lived member. Each script touches one key, so both are safe on Cluster.
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _INDEX = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -337,6 +338,17 @@ class RedisTier:
                 raise
 
         self._run(op)
+
+    def lease(self, key: str, token: str, seconds: float) -> bool:
+        """Take the computation of ``key`` for ``seconds`` across machines (SET NX PX)."""
+        lkey = f"{self.prefix}:l:{key}"
+        ms = max(1, math.ceil(seconds * 1000))
+        return bool(self._run(lambda client: client.set(lkey, token, nx=True, px=ms)))
+
+    def release(self, key: str, token: str) -> None:
+        """Give up the lease on ``key`` if ``token`` still holds it (compare and delete)."""
+        lkey = f"{self.prefix}:l:{key}"
+        self._run(lambda client: client.execute_command("EVAL", _RELEASE, 1, lkey, token))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True when a live entry was removed."""
