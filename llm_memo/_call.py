@@ -72,7 +72,7 @@ class Engine:
                  version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
                  on_nondeterministic: str = "bypass", intent_arg: str | None = None,
                  track_source: bool = True, default_temperature: float | None = None,
-                 semantic: Any = None) -> None:
+                 semantic: Any = None, lease: float = 60.0) -> None:
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(f"cache= takes an llm_memo.Cache or None (the default cache); got {cache!r}")
         if key is not None and not callable(key):
@@ -104,6 +104,9 @@ class Engine:
         self.savings: Callable[[Any], tuple[int, float]] | None = None  # (tokens, USD) a stored value saves
         # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
         self.semantic = semantic.attach(self) if semantic is not None else None
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 <= lease < float("inf"):
+            raise ValueError(f"lease must be seconds >= 0 (0 turns cross-process single-flight off); got lease={lease!r}")
+        self.lease = float(lease)
 
     # ---- decisions ---------------------------------------------------------------------
 
@@ -138,7 +141,7 @@ class Engine:
                 f"{self.function}() was called with temperature={temperature!r}: its answers vary, so "
                 "llm_memo calls it uncached. Pass temperature=0 to cache it, or choose "
                 "on_nondeterministic='cache' (record one sample) or 'raise'.",
-                NonDeterministicCallWarning, stacklevel=4,
+                NonDeterministicCallWarning, stacklevel=5,
             )
 
     def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
@@ -207,16 +210,23 @@ class Engine:
 
     # ---- drivers -----------------------------------------------------------------------
 
-    def call(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Driver for plain functions and methods."""
+    def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Cache, Plan, str] | None:
+        """(cache, plan, key) of a call, or None when it runs uncached (caching off, or bypassed)."""
         cache = self.current_cache()
         if cache is None:
-            return wrapped(*args, **kwargs)
+            return None
         plan = self.plan(instance, args, kwargs)
-        key = plan.key
-        if key is None:
+        if plan.key is None:
             self.count_bypass(cache, "non-deterministic", plan.arguments)
+            return None
+        return cache, plan, plan.key
+
+    def call(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Driver for plain functions and methods."""
+        started = self.begin(instance, args, kwargs)
+        if started is None:
             return wrapped(*args, **kwargs)
+        cache, plan, key = started
         hit = cache.get(key, self.counters)
         if hit is not None:
             self.count_hit(cache, hit, key, plan.arguments)
@@ -232,9 +242,20 @@ class Engine:
             if again is not None:
                 return again
             lifetime = self.lifetime(plan.arguments)
-            start = time.perf_counter()
-            value = wrapped(*args, **kwargs)
-            self.store(cache, plan, value, time.perf_counter() - start, lifetime)
+            token = None
+            if self.lease and lifetime[1] != 0:  # another process may be computing it: wait for its answer
+                token = cache.lease(key, self.lease)
+                if token is None:
+                    again, token = self._wait_for(cache, key)
+                    if again is not None:
+                        return again
+            try:
+                start = time.perf_counter()
+                value = wrapped(*args, **kwargs)
+                self.store(cache, plan, value, time.perf_counter() - start, lifetime)
+            finally:
+                if token is not None:
+                    cache.release(key, token)
             return value
 
         value, led = self.flights.run(key, compute)
@@ -245,6 +266,37 @@ class Engine:
             self.count_hit(cache, self.shared_hit(value), key, plan.arguments)
         return value
 
+    def _wait_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
+        """Poll for the leaseholder's answer until it appears, the lease is free to take (its
+        holder finished without storing, or died), or `lease` seconds passed: (hit, token)."""
+        deadline = time.monotonic() + self.lease
+        pause = 0.02
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.25)
+            hit = cache.get_lower(key)
+            if hit is not None:
+                return hit, None
+            token = cache.lease(key, self.lease)
+            if token is not None:
+                return None, token
+        return None, None
+
+    async def _await_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
+        """The async twin of _wait_for: the event loop keeps running while it waits."""
+        deadline = time.monotonic() + self.lease
+        pause = 0.02
+        while time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.25)
+            hit = await asyncio.to_thread(cache.get_lower, key)
+            if hit is not None:
+                return hit, None
+            token = await asyncio.to_thread(cache.lease, key, self.lease)
+            if token is not None:
+                return None, token
+        return None, None
+
     def shared_hit(self, value: Any) -> Hit:
         """A caller that waited for another's identical call: it saved that call's tokens and cost."""
         tokens, cost = self.savings(value) if self.savings is not None else (0, 0.0)
@@ -253,14 +305,10 @@ class Engine:
     async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                     kwargs: dict[str, Any]) -> Any:
         """Driver for async functions: disk and Redis reads run in a worker thread."""
-        cache = self.current_cache()
-        if cache is None:
+        started = self.begin(instance, args, kwargs)
+        if started is None:
             return await wrapped(*args, **kwargs)
-        plan = self.plan(instance, args, kwargs)
-        key = plan.key
-        if key is None:
-            self.count_bypass(cache, "non-deterministic", plan.arguments)
-            return await wrapped(*args, **kwargs)
+        cache, plan, key = started
         hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
         if hit is not None:
             self.count_hit(cache, hit, key, plan.arguments)
@@ -273,13 +321,27 @@ class Engine:
 
         async def compute() -> Any:
             lifetime = self.lifetime(plan.arguments)
-            start = time.perf_counter()
-            value = await wrapped(*args, **kwargs)
-            latency = time.perf_counter() - start
-            await asyncio.to_thread(self.store, cache, plan, value, latency, lifetime)
+            token = None
+            if self.lease and lifetime[1] != 0:
+                token = await asyncio.to_thread(cache.lease, key, self.lease)
+                if token is None:
+                    again, token = await self._await_for(cache, key)
+                    if again is not None:
+                        return again
+            try:
+                start = time.perf_counter()
+                value = await wrapped(*args, **kwargs)
+                latency = time.perf_counter() - start
+                await asyncio.to_thread(self.store, cache, plan, value, latency, lifetime)
+            finally:
+                if token is not None:
+                    await asyncio.to_thread(cache.release, key, token)
             return value
 
         value, led = await self.aflights.run(key, compute)
+        if isinstance(value, Hit):
+            self.count_hit(cache, value, key, plan.arguments)
+            return value.value
         if not led:
             self.count_hit(cache, self.shared_hit(value), key, plan.arguments)
         return value
@@ -287,14 +349,10 @@ class Engine:
     def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                        kwargs: dict[str, Any]) -> Any:
         """Driver for generator functions: live chunks on a miss, replay on a hit."""
-        cache = self.current_cache()
-        if cache is None:
+        started = self.begin(instance, args, kwargs)
+        if started is None:
             return wrapped(*args, **kwargs)
-        plan = self.plan(instance, args, kwargs)
-        key = plan.key
-        if key is None:
-            self.count_bypass(cache, "non-deterministic", plan.arguments)
-            return wrapped(*args, **kwargs)
+        cache, plan, key = started
         hit = cache.get(key, self.counters)
         if hit is not None:
             self.count_hit(cache, hit, key, plan.arguments)
@@ -307,14 +365,10 @@ class Engine:
     def call_async_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
                              kwargs: dict[str, Any]) -> Any:
         """Driver for async generator functions (the lookup happens on first iteration)."""
-        cache = self.current_cache()
-        if cache is None:
+        started = self.begin(instance, args, kwargs)
+        if started is None:
             return wrapped(*args, **kwargs)
-        plan = self.plan(instance, args, kwargs)
-        key = plan.key
-        if key is None:
-            self.count_bypass(cache, "non-deterministic", plan.arguments)
-            return wrapped(*args, **kwargs)
+        cache, plan, key = started
         return self._async_stream(cache, plan, key, wrapped, args, kwargs)
 
     async def _async_stream(self, cache: Cache, plan: Plan, key: str, wrapped: Callable[..., Any],

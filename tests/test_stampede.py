@@ -1,0 +1,96 @@
+"""Cross-process single-flight: concurrent misses on one key run the function once, and a
+killed lease holder never holds anyone up for longer than its lease."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from llm_memo import Cache
+
+pytestmark = pytest.mark.slow
+
+_WORKER = textwrap.dedent('''
+    import os, sys, time
+    from llm_memo import Cache, llm_cache
+
+    runs = sys.argv[2]
+    start_at = float(sys.argv[3])
+    lease = float(sys.argv[4])
+    hang = sys.argv[5] == "hang"
+
+    @llm_cache(cache=Cache(sys.argv[1]), ttl=3600, lease=lease)
+    def slow(question):
+        with open(runs, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        time.sleep(3600 if hang else 1.0)
+        return "answer to " + question
+
+    time.sleep(max(0.0, start_at - time.time()))
+    print(slow("the same question"), flush=True)
+''')
+
+
+def _spawn(tmp_path: Path, n: int, *, lease: float = 30.0, hang: bool = False, delay: float = 1.5):
+    script = tmp_path / "worker.py"
+    script.write_text(_WORKER)
+    start_at = time.time() + delay
+    return [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(tmp_path / "runs"),
+                              str(start_at), str(lease), "hang" if hang else "run"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(n)]
+
+
+def _runs(tmp_path: Path) -> list[str]:
+    path = tmp_path / "runs"
+    return path.read_text().split() if path.exists() else []
+
+
+def test_concurrent_processes_compute_a_cold_key_once(tmp_path: Path) -> None:
+    workers = _spawn(tmp_path, 6)
+    outputs = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 6, [err for _, err in outputs]
+    assert {out.strip() for out, _ in outputs} == {"answer to the same question"}
+    assert len(_runs(tmp_path)) == 1
+
+
+def test_a_killed_lease_holder_blocks_nobody_past_its_lease(tmp_path: Path) -> None:
+    holder = _spawn(tmp_path, 1, lease=2.0, hang=True, delay=0.0)[0]
+    deadline = time.time() + 60
+    while not _runs(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _runs(tmp_path), "the lease holder never started computing"
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate(timeout=30)  # reaps it and closes its pipes
+    started = time.monotonic()
+    waiter = _spawn(tmp_path, 1, lease=2.0, delay=0.0)[0]
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert out.strip() == "answer to the same question"
+    assert len(_runs(tmp_path)) == 2  # the killed holder's run and the waiter's own
+    # Not a timing assertion on speed: a bound on waiting, which a wedged lease would break.
+    assert time.monotonic() - started < 30
+
+
+def test_leases_are_exclusive_until_released_or_expired(tmp_path: Path) -> None:
+    now = [1000.0]
+    with Cache(tmp_path / "c", clock=lambda: now[0]) as cache:
+        token = cache.lease("k" * 64, 5.0)
+        assert token is not None
+        assert cache.lease("k" * 64, 5.0) is None
+        cache.release("k" * 64, "not-the-token")
+        assert cache.lease("k" * 64, 5.0) is None
+        now[0] += 5.0
+        late = cache.lease("k" * 64, 5.0)
+        assert late is not None and late != token
+        cache.release("k" * 64, token)  # a stale holder cannot release the new lease
+        assert cache.lease("k" * 64, 5.0) is None
+        cache.release("k" * 64, late)
+        assert cache.lease("k" * 64, 5.0) is not None
