@@ -391,7 +391,9 @@ class SemanticMatch:
         now = self.clock()
         best: _Candidate | None = None
         expired = []
-        for i in np.argsort(-sims)[: max(1, self.top_k)]:
+        k = min(max(1, self.top_k), len(sims))
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        for i in top[np.argsort(-sims[top])]:
             if state.expiry[i] <= now:
                 expired.append(state.ids[i])
                 continue
