@@ -475,11 +475,12 @@ class _Attached:
                     return Hit(hit.value, "semantic", hit.latency, hit.tokens, hit.cost), wrapped
                 store.drop(scope, [best.entry] if best.entry is not None else [])
                 return None, self._observer(cache, store, query, None, seconds, key, wrapped, is_async)
-        return None, self._observer(cache, store, query, best, seconds, key, wrapped, is_async)
+        # A guarded candidate is never served, so its outcome says nothing about serving: not recorded.
+        return None, self._observer(cache, store, query, best, seconds, key, wrapped, is_async, record=not guarded)
 
     def _observer(self, cache: Cache, store: _Store, query: _Candidate, best: _Candidate | None,
                   seconds: float | None, key: str, wrapped: Callable[..., Any],
-                  is_async: bool) -> Callable[..., Any]:
+                  is_async: bool, record: bool = True) -> Callable[..., Any]:
         """The function to call instead: calls the real one, then verifies and indexes its answer."""
         match = self.match
 
@@ -491,7 +492,8 @@ class _Attached:
                     same = False
                     if best is not None and best.entry is not None and cached is not None:
                         same = bool(match.judge(fresh, cached.value))
-                        store.observe(query.scope, best.entry, best.similarity, same, now)
+                        if record:
+                            store.observe(query.scope, best.entry, best.similarity, same, now)
                     if not same:  # a new answer: index it as an entry of its own
                         expires = None if seconds is None else now + seconds
                         store.add(query.scope, key, query.prompt, query.vector, expires, now,
