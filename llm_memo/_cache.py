@@ -86,7 +86,7 @@ class Cache:
         self.directory = Path(directory).expanduser() if directory is not None else default_directory()
         self.counters = Counters()
         self.ledger: Ledger | None = None  # lifetime savings, kept beside the disk tier's files
-        self._reported: set[tuple[str, str, str]] = set()
+        self._reported: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic)
         self.tiers: list[Tier] = [self.memory]
@@ -226,7 +226,7 @@ class Cache:
             stats.error()
         if self.ledger is not None:
             self.ledger.error()
-        signature = (tier, op, type(exc).__name__)
+        signature = (tier, type(exc).__name__)  # one outage is one warning, whatever it interrupts
         with self._lock:
             first = signature not in self._reported
             self._reported.add(signature)
