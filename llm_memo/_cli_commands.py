@@ -19,6 +19,8 @@ from ._cli_output import (
     Out,
     byte_size,
     call_preview,
+    semantic_fields,
+    semantic_rows,
     stats_fields,
     stats_rows,
     timestamp,
@@ -27,6 +29,7 @@ from ._cli_output import (
 )
 from ._codec import FLAG_PICKLE
 from ._portable import export_record, parse_record
+from ._semantic import semantic_hits, semantic_matches, semantic_summary
 
 __all__ = [
     "COMMANDS", "CommandError", "UsageError", "cmd_clear", "cmd_export", "cmd_import", "cmd_ls", "cmd_show",
@@ -87,12 +90,13 @@ def cmd_stats(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         out.table([args.by.upper(), "CALLS", "HITS", "MISSES", "BYPASSED", "ERRORS", "HIT RATE", "TIME SAVED",
                    "TOKENS SAVED", "COST SAVED"], rows, align="lrrrrrrrrr")
         return 0
-    stats, usage = cache.stats(), cache.usage()
+    stats, usage, semantic = cache.stats(), cache.usage(), semantic_summary(cache.directory)
     if args.json:
         out.text(json.dumps({"directory": str(cache.directory), **stats_fields(stats),
-                             "tiers": {k: {"entries": n, "bytes": b} for k, (n, b) in usage.items()}}, indent=2))
+                             "tiers": {k: {"entries": n, "bytes": b} for k, (n, b) in usage.items()},
+                             "semantic": semantic_fields(semantic)}, indent=2))
         return 0
-    rows = [["directory", str(cache.directory)], *stats_rows(stats)]
+    rows = [["directory", str(cache.directory)], *stats_rows(stats), *semantic_rows(semantic)]
     rows += [[f"{tier} entries", f"{n:,} ({byte_size(b)})"] for tier, (n, b) in usage.items() if tier != "memory"]
     out.table(["", ""], rows, header=False)
     return 0
@@ -108,7 +112,14 @@ def cmd_ls(cache: Cache, args: argparse.Namespace, out: Out) -> int:
     if not rows and out.tty:
         out.note("no entries" + (" match" if _filtered(args) else f" in {cache.directory}"))
         return 0
-    out.table(["KEY", "FUNCTION", "MODEL", "CREATED", "EXPIRES", "TAGS", "SIZE", "CALL"], rows, align="llllllrl")
+    columns, align = ["KEY", "FUNCTION", "MODEL", "CREATED", "EXPIRES", "TAGS", "SIZE", "CALL"], "llllllrl"
+    matches = semantic_matches(cache.directory)
+    if matches:  # entries that answered paraphrases: how often, and the newest prompt they matched
+        columns, align = [*columns, "SEMANTIC HITS"], align + "l"
+        for row, s in zip(rows, shown, strict=True):
+            count, prompt = matches.get(s.key, (0, ""))
+            row.append(f"{count}: {prompt!r}" if count else "-")
+    out.table(columns, rows, align=align)
     if len(shown) < len(entries):
         out.note(f"{len(entries) - len(shown)} more (raise --limit)")
     return 0
@@ -137,6 +148,8 @@ def cmd_show(cache: Cache, args: argparse.Namespace, out: Out) -> int:
             ["tags", ", ".join(t for t in meta.get("tags") or () if isinstance(t, str)) or "-"],
             ["size", byte_size(stored.size)], ["latency", f"{h.latency:.3f} s"], ["tokens", f"{h.tokens:,}"],
             ["cost", f"${h.cost:.6f}"], ["call", call_preview(meta, limit=10_000)]]
+    rows += [["semantic hit", f"{prompt!r} (similarity {similarity:.3f}, {timestamp(at)})"]
+             for prompt, similarity, at in semantic_hits(cache.directory, stored.key)]
     out.table(["", ""], rows, header=False)
     out.text("value:\n" + value_text(stored, cache.allow_pickle))
     return 0

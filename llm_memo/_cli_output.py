@@ -15,8 +15,10 @@ import orjson
 from ._cache import Stored
 from ._codec import FLAG_PLAIN, CorruptEntry, decode_value
 from ._records import Stats
+from ._semantic import SemanticSummary
 
-__all__ = ["Out", "byte_size", "call_preview", "stats_fields", "stats_rows", "timestamp", "user_tags", "value_text"]
+__all__ = ["Out", "byte_size", "call_preview", "semantic_fields", "semantic_rows", "stats_fields", "stats_rows",
+           "timestamp", "user_tags", "value_text"]
 
 
 class Out:
@@ -127,6 +129,27 @@ def stats_rows(stats: Stats) -> list[list[str]]:
             ["misses", f"{stats.misses:,}"], ["bypassed", f"{stats.bypassed:,}"], ["errors", f"{stats.errors:,}"],
             ["hits by tier", tiers], ["time saved", f"{stats.time_saved:,.2f} s"],
             ["tokens saved", f"{stats.tokens_saved:,}"], ["cost saved", f"${stats.cost_saved:,.4f}"]]
+
+
+def semantic_rows(summary: SemanticSummary | None) -> list[list[str]]:
+    """Semantic mode's figures as (label, value) rows; none when it never ran in the directory."""
+    if summary is None or not summary.requests:
+        return []
+    return [["semantic hits", f"{summary.served:,} of {summary.requests:,} exact misses ({summary.hit_rate:.1%}), "
+                              f"mean similarity {summary.mean_similarity:.3f}"],
+            ["semantic checks", f"{summary.verified:,} verified against the function, {summary.wrong:,} "
+                                f"differed ({summary.observed_error:.1%}); error bound of hits "
+                                f"{summary.error_bound:.2%} of requests"]]
+
+
+def semantic_fields(summary: SemanticSummary | None) -> dict[str, Any] | None:
+    """Semantic mode's figures as the "semantic" field of `stats --json`."""
+    if summary is None:
+        return None
+    return {"requests": summary.requests, "served": summary.served, "verified": summary.verified,
+            "wrong": summary.wrong, "spent": round(summary.spent, 6), "hit_rate": round(summary.hit_rate, 6),
+            "error_bound": round(summary.error_bound, 6),
+            "observed_error": round(summary.observed_error, 6), "mean_similarity": round(summary.mean_similarity, 6)}
 
 
 def value_text(stored: Stored, allow_pickle: bool = False) -> str:

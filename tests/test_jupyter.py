@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
 
-IPython = pytest.importorskip("IPython")
-
-from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
-from IPython.utils.capture import capture_output  # noqa: E402
-
-import llm_memo  # noqa: E402
-from llm_memo import Cache, Stats, llm_cache  # noqa: E402
+import llm_memo
+from llm_memo import Cache, Stats, llm_cache
 
 
 @pytest.fixture(scope="module")

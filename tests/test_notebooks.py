@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ipykernel  # noqa: F401 (the kernel nbclient starts; the test extra installs all three)
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -36,3 +35,8 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: py
     if path.stem == "cost_report":
         figures = [o for c in book.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert len(figures) == 2
+        texts = [o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                 for c in book.cells for o in c.get("outputs", [])]
+        served = [t for t in texts if "semantic hits," in t]
+        assert served and not served[0].startswith("0 "), served  # paraphrases were answered from the cache
+        assert any("semantic checks" in t for t in texts), "the %llm_memo stats cell shows semantic mode"

