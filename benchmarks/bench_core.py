@@ -41,6 +41,7 @@ import cachetools
 import diskcache
 import joblib
 import orjson
+from _provenance import git_state
 from cachier import cachier
 
 import llm_memo
@@ -1083,22 +1084,6 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def git_state() -> str:
-    """Commit and dirtiness of the llm_memo checkout being measured (others may be editing it)."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(llm_memo.__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "llm_memo"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-        ).stdout.splitlines()
-    except OSError:
-        return "not a git checkout"
-    return f"git {head or '?'}, {len(dirty)} uncommitted change(s) under llm_memo/"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,6 +68,8 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
+from _provenance import git_state
+
 import llm_memo
 from llm_memo._cache import hooks
 
@@ -396,21 +398,6 @@ def row(i: Interval, with_redis: bool) -> str:
     return " ".join(cols)
 
 
-def git_state() -> str:
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(llm_memo.__file__)))
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "llm_memo"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-        ).stdout.splitlines()
-    except OSError:
-        return "not a git checkout"
-    return f"git {head or '?'}, {len(dirty)} uncommitted change(s) under llm_memo/"
 
 
 class LogCounter(logging.Handler):

@@ -504,16 +504,19 @@ def default_cache() -> Cache:
 
 def configure(directory: str | os.PathLike[str] | None = None, *, enabled: bool | None = None,
               notebook_badges: bool | None = None, **options: Any) -> Cache:
-    """Replace the process default cache (same options as Cache); enabled=False turns caching off.
+    """Set process-wide settings; with a directory or Cache options, replace the default cache.
 
-    notebook_badges=True: under IPython, a cached hit shows a small "cached" note below the cell.
+    enabled=False turns caching off. notebook_badges=True: under IPython, a cached hit shows a
+    small "cached" note below the cell. Called with switches alone, the default cache is kept.
     """
     global _default, _enabled
     if notebook_badges is not None:
         hooks.on_hit = _notebook_badge if notebook_badges else None
+    if enabled is not None:
+        _enabled = bool(enabled)
+    if directory is None and not options:
+        return default_cache()
     with _default_lock:
-        if enabled is not None:
-            _enabled = bool(enabled)
         old, _default = _default, Cache(directory, **options)
     if old is not None:
         old.close()

@@ -247,8 +247,12 @@ class Engine:
                 token = cache.lease(key, self.lease)
                 if token is None:
                     again, token = self._wait_for(cache, key)
-                    if again is not None:
-                        return again
+                if token is not None:  # a holder may have stored it and let go since our miss
+                    again = again or cache.get_lower(key)
+                if again is not None:
+                    if token is not None:
+                        cache.release(key, token)
+                    return again
             try:
                 start = time.perf_counter()
                 value = wrapped(*args, **kwargs)
@@ -324,10 +328,15 @@ class Engine:
             token = None
             if self.lease and lifetime[1] != 0:
                 token = await asyncio.to_thread(cache.lease, key, self.lease)
+                again = None
                 if token is None:
                     again, token = await self._await_for(cache, key)
-                    if again is not None:
-                        return again
+                if token is not None:  # a holder may have stored it and let go since our miss
+                    again = again or await asyncio.to_thread(cache.get_lower, key)
+                if again is not None:
+                    if token is not None:
+                        await asyncio.to_thread(cache.release, key, token)
+                    return again
             try:
                 start = time.perf_counter()
                 value = await wrapped(*args, **kwargs)

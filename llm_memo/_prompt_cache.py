@@ -35,7 +35,9 @@ def mark_cache_control(messages: Sequence[Mapping[str, Any]], *, min_chars: int 
     marker: dict[str, Any] = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
     out = [copy.deepcopy(dict(m)) for m in messages]
     last_user = max((i for i, m in enumerate(out) if m.get("role") == "user"), default=len(out))
-    left = breakpoints
+    present = sum(1 for m in out if isinstance(m.get("content"), list)
+                  for part in m["content"] if isinstance(part, dict) and "cache_control" in part)
+    left = max(0, min(breakpoints, MAX_BREAKPOINTS - present))  # markers already there count too
     for message in out[:last_user]:
         content = message.get("content")
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content

@@ -256,6 +256,20 @@ def test_configure_replaces_the_default_cache(tmp_path: Path) -> None:
         assert reopened.get_entry(ask.cache_key("q")) is not None
 
 
+def test_configure_with_switches_alone_keeps_the_default_cache(tmp_path: Path) -> None:
+    calls: list[str] = []
+    ask = llm_cache(ttl=60)(answer_for(calls))
+    mine = llm_memo.configure(tmp_path / "mine")
+    ask("q")
+    try:
+        assert llm_memo.configure(notebook_badges=True) is mine
+        assert llm_memo.configure(enabled=True) is mine
+    finally:
+        llm_memo.configure(notebook_badges=False)
+    ask("q")
+    assert calls == ["q"] and mine.directory == tmp_path / "mine"
+
+
 # ---- Cache as an object -------------------------------------------------------------------
 
 

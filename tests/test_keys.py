@@ -496,6 +496,34 @@ def test_golden_key_of_a_decorated_function() -> None:
     assert compute_key(module, "golden_prompt", "", "golden", None, arguments) == expected
 
 
+FSTRING_SOURCE = '''
+from llm_memo import llm_cache
+
+
+@llm_cache(ttl=60)  # the decorator line is left out
+def ask(prompt, model="m"):
+    # a comment-only line
+    template = f"""You are terse.
+Question: {prompt!r}  # not a comment: inside the string
+"""
+    return template.format()  # a trailing comment
+'''
+
+# Source fingerprints enter every default key (track_source=True), so they are pinned too:
+# computed once by llm_memo 0.1.0 and checked to be the same under CPython 3.10, 3.11, 3.12
+# (f-strings tokenized apart) and 3.13. Same rule as above: never edit, bump KEY_FORMAT.
+GOLDEN_FINGERPRINTS = {
+    "plain": (BASE, "de30f528453c44882903e45d92131aafa8e9cd97e795e7d0769b406bf62699d4"),
+    "f-string, comments": (FSTRING_SOURCE, "db71337ce0e9516e525036cebdc6ab7b5203e51c6301485df8bb66d1fe8e5d28"),
+}
+
+
+@pytest.mark.parametrize("label", list(GOLDEN_FINGERPRINTS))
+def test_golden_source_fingerprints(tmp_path: Path, label: str) -> None:
+    source, expected = GOLDEN_FINGERPRINTS[label]
+    assert source_fingerprint(load(tmp_path, "golden", source).ask) == expected
+
+
 def test_key_maker_agrees_with_compute_key() -> None:
     def ask(prompt: str, n: int = 1) -> str:
         return prompt

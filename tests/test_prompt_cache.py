@@ -46,6 +46,17 @@ def test_bad_options_are_refused_by_name(argument: str, value: Any) -> None:
         llm_memo.mark_cache_control(_conversation(), **{argument: value})
 
 
+def test_markers_already_present_count_against_the_limit() -> None:
+    marked_part = {"type": "text", "text": BIG, "cache_control": {"type": "ephemeral"}}
+    conversation = [{"role": "system", "content": [dict(marked_part), dict(marked_part)]},
+                    *[{"role": "user" if i % 2 else "assistant", "content": BIG} for i in range(6)],
+                    {"role": "user", "content": "and now?"}]
+    marked = llm_memo.mark_cache_control(conversation)
+    total = sum(1 for m in marked if isinstance(m["content"], list)
+                for part in m["content"] if "cache_control" in part)
+    assert total == 4  # two were there, two were added: never past Anthropic's four
+
+
 def test_one_hour_ttl() -> None:
     marked = llm_memo.mark_cache_control(_conversation(), ttl="1h")
     assert marked[0]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
