@@ -31,7 +31,8 @@ _MAGIC = b"LMD1"
 
 # least-recently-stored: no write on read. disk_min_file_size: values inline, no per-entry files.
 _SETTINGS: dict[str, Any] = dict(
-    eviction_policy="least-recently-stored", statistics=0, tag_index=0, disk_min_file_size=2**62
+    eviction_policy="least-recently-stored", statistics=0, tag_index=0, disk_min_file_size=2**62,
+    sqlite_journal_size_limit=8 * 2**20,  # a checkpoint truncates the WAL back to 8 MiB: disk stays bounded
 )
 _TAG_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS llm_memo_tags"
@@ -40,6 +41,12 @@ _TAG_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS llm_memo_leases"
     " (key TEXT PRIMARY KEY, token TEXT NOT NULL, until REAL NOT NULL) WITHOUT ROWID",
 )
+# diskcache deletes rows on its own (culling past size_limit, expiry): their tag rows go with them.
+_TAG_TRIGGER = (
+    "CREATE TRIGGER llm_memo_tags_follow AFTER DELETE ON Cache"
+    " BEGIN DELETE FROM llm_memo_tags WHERE key = OLD.key; END"
+)
+_ORPHAN_TAGS = "DELETE FROM llm_memo_tags WHERE key NOT IN (SELECT key FROM Cache WHERE raw = 1)"
 _warned_directories: set[str] = set()
 
 
@@ -188,6 +195,11 @@ class DiskTier:
         try:
             for statement in _TAG_SCHEMA:
                 _execute(cache, statement)
+            if not _execute(cache, "SELECT 1 FROM sqlite_master WHERE type = 'trigger'"
+                                   " AND name = 'llm_memo_tags_follow'").fetchone():
+                with cache.transact():  # once per database: earlier versions left culled keys' tags
+                    _execute(cache, _ORPHAN_TAGS)
+                    _execute(cache, _TAG_TRIGGER)
         except BaseException:
             cache.close()
             raise

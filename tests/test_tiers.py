@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import contextlib
 import os
 import random
 import shutil
@@ -436,8 +437,10 @@ def test_disk_size_limit_holds(tmp_path, clock):
     tier = DiskTier(tmp_path, size_limit=limit, clock=clock)
     chunk = os.urandom(8 * 1024)
     for i in range(10 * limit // len(chunk)):  # write 10x the limit
-        tier.set(k(i), chunk, None)
+        tier.set(k(i), chunk, None, (f"t{i % 3}", "all"))
     assert tier.volume() <= limit * 1.25  # diskcache culls lazily, 10 rows per set
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache.db")) as db:  # culled rows take their tags along
+        assert db.execute("SELECT COUNT(*) FROM llm_memo_tags").fetchone()[0] == 2 * len(tier)
     assert tier.get(k(10 * limit // len(chunk) - 1)) == chunk
     tier.set(k("huge"), b"x" * (limit + 1), None)  # over the limit: skipped, no error
     assert tier.get(k("huge")) is None
