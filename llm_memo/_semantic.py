@@ -559,48 +559,35 @@ class SemanticSummary:
         return self.spent / self.requests if self.requests else 0.0
 
 
-def _read_only(directory: Any) -> sqlite3.Connection | None:
+def _rows(directory: Any, sql: str, params: tuple[Any, ...] = ()) -> list[Any] | None:
+    """Rows of a read-only query on the semantic store in `directory`; None when there is none."""
     path = Path(directory) / STORE_FILENAME
     if not path.exists():
         return None
-    return sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5.0)) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.Error:
+        return None
 
 
 def semantic_summary(directory: Any) -> SemanticSummary | None:
     """The figures of the semantic store in `directory`, or None when semantic mode never ran there."""
-    with contextlib.suppress(sqlite3.Error):
-        db = _read_only(directory)
-        if db is None:
-            return None
-        with contextlib.closing(db):
-            requests, served, verified, wrong, spent = db.execute(
-                "SELECT TOTAL(requests), TOTAL(served), TOTAL(verified), TOTAL(wrong), TOTAL(spent) "
-                "FROM scopes").fetchone()
-            mean = db.execute("SELECT AVG(similarity) FROM hits").fetchone()[0]
-        return SemanticSummary(int(requests), int(served), int(verified), int(wrong), float(spent),
-                               float(mean or 0.0))
-    return None
+    totals = _rows(directory, "SELECT TOTAL(requests), TOTAL(served), TOTAL(verified), TOTAL(wrong), TOTAL(spent), "
+                              "(SELECT AVG(similarity) FROM hits) FROM scopes")
+    if not totals:
+        return None
+    requests, served, verified, wrong, spent, mean = totals[0]
+    return SemanticSummary(int(requests), int(served), int(verified), int(wrong), float(spent), float(mean or 0.0))
 
 
 def semantic_hits(directory: Any, key: str, limit: int = 20) -> list[tuple[str, float, float]]:
     """The newest prompts the entry under `key` answered semantically: (prompt, similarity, at)."""
-    with contextlib.suppress(sqlite3.Error):
-        db = _read_only(directory)
-        if db is None:
-            return []
-        with contextlib.closing(db):
-            return db.execute("SELECT prompt, similarity, at FROM hits WHERE key=? ORDER BY at DESC LIMIT ?",
-                              (key, limit)).fetchall()
-    return []
+    return _rows(directory, "SELECT prompt, similarity, at FROM hits WHERE key=? ORDER BY at DESC LIMIT ?",
+                 (key, limit)) or []
 
 
 def semantic_matches(directory: Any) -> dict[str, tuple[int, str]]:
     """{entry key: (semantic hits, the newest prompt it answered)} for every entry that had one."""
-    with contextlib.suppress(sqlite3.Error):
-        db = _read_only(directory)
-        if db is None:
-            return {}
-        with contextlib.closing(db):
-            rows = db.execute("SELECT key, COUNT(*), prompt, MAX(at) FROM hits GROUP BY key").fetchall()
-        return {key: (count, prompt) for key, count, prompt, _ in rows}
-    return {}
+    rows = _rows(directory, "SELECT key, COUNT(*), prompt, MAX(at) FROM hits GROUP BY key") or []
+    return {key: (count, prompt) for key, count, prompt, _ in rows}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import contextlib
 import os
 import random
 import shutil
