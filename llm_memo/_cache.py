@@ -347,6 +347,24 @@ class Cache:
                 seen.add(key)
                 yield Stored(key, tier.name, header, _json(meta), value_json, len(data))
 
+    def scan_expired(self) -> Iterator[Stored]:
+        """Entries past their lifetime that a tier still stores (the disk tier keeps them until
+        read or culled; memory and Redis drop them themselves). Never served; listed to purge."""
+        for tier in self.tiers:
+            if not hasattr(tier, "expired"):
+                continue
+            try:
+                rows = tier.expired()
+            except Exception as exc:
+                self._fault(tier.name, "scan", exc, None)
+                continue
+            for key, data in rows:
+                try:
+                    header, meta, value_json = unpack(data)
+                except CorruptEntry:
+                    continue  # damaged as well as expired: get() drops it when it meets it
+                yield Stored(key, tier.name, header, _json(meta), value_json, len(data))
+
     def __contains__(self, key: object) -> bool:
         """True if some tier holds a live entry under `key` (nothing decoded, nothing promoted)."""
         if not isinstance(key, str):

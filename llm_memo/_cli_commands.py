@@ -54,16 +54,17 @@ def _function_matches(name: Any, pattern: str) -> bool:
 
 
 def select(cache: Cache, args: argparse.Namespace, now: float) -> Iterator[Stored]:
-    """The entries the filter options of `args` pick (all of them without filters)."""
-    for stored in cache.scan():
+    """The entries the filter options of `args` pick (all of them without filters).
+
+    Live entries, or with --expired those past their lifetime that a tier still stores.
+    """
+    for stored in cache.scan_expired() if args.expired else cache.scan():
         meta, header = stored.metadata, stored.header
         if args.function and not _function_matches(meta.get("function"), args.function):
             continue
         if args.tag and args.tag not in (meta.get("tags") or ()):
             continue
         if args.model and meta.get("model") != args.model:
-            continue
-        if args.expired and (header.expires_at is None or header.expires_at > now):
             continue
         if args.older_than is not None and now - header.created_at < args.older_than:
             continue
@@ -167,7 +168,8 @@ def cmd_clear(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         keys = [s.key for s in select(cache, args, cache.clock())]
         if keys and not args.yes and not out.confirm(f"remove {len(keys)} entries from {cache.directory}?"):
             raise CommandError("nothing removed")
-        removed = sum(cache.delete(key) for key in keys)
+        deleted = [cache.delete(key) for key in keys]  # True where a live entry went
+        removed = len(keys) if args.expired else sum(deleted)
     out.text(f"removed {removed} {'entry' if removed == 1 else 'entries'}")
     return 0
 

@@ -375,6 +375,27 @@ class DiskTier:
         with self._faults() as cache:
             return iter(self._live(cache))
 
+    def expired(self) -> list[tuple[str, bytes]]:
+        """(key, data) of the rows that expired but are still stored (until read or culled).
+
+        The complement of what ``get`` serves: past the header's deadline (the tier's clock)
+        or past diskcache's own ``expire_time`` (``time.time``).
+        """
+        with self._faults() as cache:
+            rows = _execute(
+                cache,
+                "SELECT key, value, expire_time FROM Cache WHERE raw = 1 AND mode = ?"
+                " AND typeof(key) = 'text' AND typeof(value) = 'blob'",
+                (MODE_RAW,),
+            ).fetchall()
+        now, wall = self._clock(), time.time()
+        out = []
+        for key, value, expire_time in rows:
+            entry = _unpack(bytes(value))
+            if entry is not None and (not now < entry[0] or (expire_time is not None and expire_time <= wall)):
+                out.append((key, entry[1]))
+        return out
+
     def volume(self) -> int:
         """Bytes of the database (diskcache's estimate, what ``size_limit`` bounds)."""
         with self._faults() as cache:

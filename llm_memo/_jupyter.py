@@ -1,7 +1,8 @@
 """Notebooks: the %llm_memo magic (the llm-memo commands, as HTML tables) and hit badges.
 
-``%load_ext llm_memo`` registers ``%llm_memo stats|ls|show|clear|export|import ...``,
-parsed by the llm-memo command line's own parser. Without ``--dir`` the magic works on
+``%load_ext llm_memo`` registers ``%llm_memo stats|ls|show|clear|export|import|warm ...``,
+parsed by the llm-memo command line's own parser (``warm`` also takes a function defined in
+the notebook by its bare name). Without ``--dir`` the magic works on
 this process's default cache (so it sees what this kernel has not written yet). IPython
 is imported here only, and only when a notebook asks for it.
 """
@@ -22,8 +23,8 @@ from ._cli import CommandError, Out, UsageError, run
 __all__ = ["load_ipython_extension", "show_badge"]
 
 logger = logging.getLogger("llm_memo")
-# warm, serve and demo belong in a terminal; in a notebook: fn.warm(calls), LocalServer, and the demo notebook.
-_VERBS = ("stats", "ls", "show", "clear", "export", "import")
+# serve and demo belong in a terminal; in a notebook: LocalServer, and the demo notebook.
+_VERBS = ("stats", "ls", "show", "clear", "export", "import", "warm")
 _STYLE = "border-collapse:collapse;font-size:90%"
 _CELL = "text-align:left;padding:2px 10px"
 _SAVED = "background:#e6f6ea"
@@ -35,12 +36,14 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def llm_memo_magic(line: str) -> None:
-    """%llm_memo stats|ls|show|clear|export|import [options]: the llm-memo commands (see --help)."""
+    """%llm_memo stats|ls|show|clear|export|import|warm [options]: the llm-memo commands (see --help)."""
     try:
         argv = shlex.split(line)
     except ValueError as exc:
         print(f"%llm_memo: error: {exc}", file=sys.stderr)
         return
+    if len(argv) > 1 and argv[0] == "warm" and ":" not in argv[1] and not argv[1].startswith("-"):
+        argv[1] = f"__main__:{argv[1]}"  # the notebook's own namespace is the kernel's __main__
     out = HtmlOut()
     try:
         run(argv, out, cache=default_cache(), only=_VERBS)

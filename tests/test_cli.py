@@ -185,6 +185,30 @@ def test_clear_by_filters(populated: Path) -> None:
     assert cli(populated, "ls").stdout.splitlines()[1:] == []
 
 
+def test_expired_entries_are_listed_and_cleared(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    with Cache(directory, clock=lambda: time.time() - 7200) as past:  # written two hours ago
+
+        @llm_cache(cache=past, ttl=60)
+        def ask(prompt: str) -> str:
+            return prompt.upper()
+
+        ask("stale one")
+        ask("stale two")
+    with Cache(directory) as now:
+        @llm_cache(cache=now, ttl=3600)
+        def fresh(prompt: str) -> str:
+            return prompt
+
+        fresh("still good")
+    listed = tsv(cli(directory, "ls", "--expired").stdout)[1:]
+    assert sorted(row[-1] for row in listed) == ["prompt='stale one'", "prompt='stale two'"]
+    assert len(tsv(cli(directory, "ls").stdout)) - 1 == 1  # ls alone shows the live one only
+    assert cli(directory, "clear", "--expired", "--function", "ask").stdout == "removed 2 entries\n"
+    assert tsv(cli(directory, "ls", "--expired").stdout)[1:] == []
+    assert len(tsv(cli(directory, "ls").stdout)) - 1 == 1
+
+
 def test_clear_older_than(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     now = time.time()

@@ -74,13 +74,23 @@ def test_ls_show_and_clear(shell: InteractiveShell, ask: Any) -> None:
 
 def test_mistakes_print_one_line(shell: InteractiveShell, ask: Any) -> None:
     for line, fragment in [("bogus", "invalid choice: 'bogus'"), ("show zz", "bad key 'zz'"),
-                           ("warm app:f calls.jsonl", "warm is not available here"),
+                           ("warm nowhere calls.jsonl", "__main__ has no attribute 'nowhere'"),
                            ("serve", "serve is not available here"), ("show 'unclosed", "No closing quotation"),
                            ("clear", "clear takes --all, or filters"), ("", "required: COMMAND")]:
         captured = magic(shell, line)
         assert captured.outputs == []
         assert captured.stderr.startswith("%llm_memo: error: ") and fragment in captured.stderr, (line, captured.stderr)
         assert len(captured.stderr.strip().splitlines()) == 1
+
+
+def test_warm_takes_a_function_of_the_notebook_by_name(shell: InteractiveShell, ask: Any,
+                                                      tmp_path: Path) -> None:
+    calls = tmp_path / "calls.jsonl"
+    calls.write_text('{"args": ["What is a monad?"]}\n{"args": ["What is a lens?"]}\n'
+                     '{"kwargs": {"prompt": "What is a prism?", "model": "gpt-4.1"}}\n')
+    captured = magic(shell, f"warm ask {calls} --no-progress")
+    assert "warmed 2, already cached 1, failed 0" in captured.outputs[0].data["text/plain"]
+    assert ask.cache_key("What is a lens?") in llm_memo.default_cache()
 
 
 def test_help_does_not_leave_the_shell(shell: InteractiveShell) -> None:
