@@ -262,7 +262,8 @@ class Cache:
                 continue
             metadata = _json(meta)
             tags = tuple(metadata.pop("tags", ()))
-            return Entry(key, value, header.created_at, header.expires_at, tags, tier.name, metadata)
+            return Entry(key, value, header.created_at, header.expires_at, tags, tier.name, metadata,
+                         header.latency, header.tokens, header.cost)
         return None
 
     def lease(self, key: str, seconds: float) -> str | None:

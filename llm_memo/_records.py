@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import html
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -24,13 +25,26 @@ class Entry:
     tags: tuple[str, ...]
     tier: str  # the tier it was read from
     metadata: Mapping[str, Any]
+    latency: float = 0.0  # seconds the original call took: what each hit saves
+    tokens: int = 0  # tokens the original call used (when a front-end recorded them)
+    cost: float = 0.0  # USD the original call cost
 
     def _repr_html_(self) -> str:
-        expires = "never" if self.expires_at is None else f"{self.expires_at:.0f}"
-        rows = [("key", self.key[:16] + "…"), ("tier", self.tier), ("tags", ", ".join(self.tags)),
-                ("created_at", f"{self.created_at:.0f}"), ("expires_at", expires),
-                ("value", repr(self.value)[:200])]
-        return _table("llm_memo entry", rows)
+        args = self.metadata.get("args")
+        call = ", ".join(f"{k}={v!r}" for k, v in args.items()) if isinstance(args, Mapping) else ""
+        rows = [("key", self.key[:16] + "…"), ("function", str(self.metadata.get("function") or "-")),
+                ("model", str(self.metadata.get("model") or "-")), ("policy", str(self.metadata.get("policy") or "-")),
+                ("tier", self.tier), ("tags", ", ".join(self.tags) or "-"),
+                ("created", _utc(self.created_at)), ("expires", _utc(self.expires_at)),
+                ("saves per hit", f"{self.latency:.3f} s, {self.tokens} tokens, ${self.cost:.6f}"),
+                ("call", call[:300]), ("value", repr(self.value)[:300])]
+        return _table("llm_memo entry", rows, bold={"saves per hit"})
+
+
+def _utc(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,19 +85,19 @@ class Stats:
         tiers = ", ".join(f"{k} {v}" for k, v in sorted(self.hits_by_tier.items())) or "-"
         rows = [("hits", f"{self.hits} ({self.hit_rate:.0%})"), ("misses", str(self.misses)),
                 ("bypassed", str(self.bypassed)), ("errors", str(self.errors)), ("hits by tier", tiers),
-                ("<b>time saved</b>", f"<b>{self.time_saved:.2f} s</b>"),
-                ("<b>tokens saved</b>", f"<b>{self.tokens_saved}</b>"),
-                ("<b>cost saved</b>", f"<b>${self.cost_saved:.4f}</b>")]
-        return _table("llm_memo stats", rows, escape_keys=False)
+                ("time saved", f"{self.time_saved:.2f} s"), ("tokens saved", str(self.tokens_saved)),
+                ("cost saved", f"${self.cost_saved:.4f}")]
+        return _table("llm_memo stats", rows, bold={"time saved", "tokens saved", "cost saved"})
 
 
-def _table(title: str, rows: list[tuple[str, str]], escape_keys: bool = True) -> str:
-    def cell(text: str, raw: bool) -> str:
-        return text if raw else html.escape(text)
+def _table(title: str, rows: list[tuple[str, str]], bold: frozenset[str] | set[str] = frozenset()) -> str:
+    """A two-column HTML table, every cell escaped; the `bold` rows (savings) stand out."""
+    def cell(text: str, strong: bool) -> str:
+        return f"<b>{html.escape(text)}</b>" if strong else html.escape(text)
 
     body = "".join(
-        f"<tr><th style='text-align:left'>{cell(k, not escape_keys)}</th>"
-        f"<td style='text-align:left'>{v if v.startswith('<b>') else html.escape(v)}</td></tr>"
+        f"<tr><th style='text-align:left'>{cell(k, k in bold)}</th>"
+        f"<td style='text-align:left'>{cell(v, k in bold)}</td></tr>"
         for k, v in rows
     )
     return f"<table><caption>{html.escape(title)}</caption>{body}</table>"

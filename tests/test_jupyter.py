@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +129,8 @@ def test_html_reprs(tmp_path: Path) -> None:
         assert entry is not None
         entry_html = entry._repr_html_()
         assert "&lt;b&gt;not markup&lt;/b&gt;" in entry_html
+        assert "UTC" in entry_html and html.escape(ask.cache_function_name) in entry_html and "prompt=&#x27;q&#x27;" in entry_html
+        assert entry.latency > 0 and "<b>saves per hit</b>" in entry_html
         cache_html = cache._repr_html_()
     assert "llm_memo cache" in cache_html and str(tmp_path / "c") in cache_html
     assert "<td>disk</td><td>1</td>" in cache_html
