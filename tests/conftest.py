@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import llm_memo
+
+
+def run_python(code: str, *args: str, bound_by_permissions: bool = False) -> str:
+    """Run ``code`` in a child interpreter (warnings as errors) and return its stdout.
+
+    With ``bound_by_permissions``, file permissions bind the child even when we are root.
+    """
+    command = [sys.executable, "-W", "error", "-c", textwrap.dedent(code), *args]
+    if bound_by_permissions and os.geteuid() == 0:  # root ignores chmod: drop what lets it
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv, so chmod 0500 cannot stop writes")
+        drop = "-dac_override,-dac_read_search"
+        command = [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", *command]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    if result.returncode and result.stderr.startswith("setpriv"):
+        pytest.skip(f"cannot drop root's file capabilities here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 class FakeClock:

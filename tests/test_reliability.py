@@ -346,6 +346,47 @@ def test_invalidating_one_tenants_function_leaves_the_others(cache: Cache) -> No
     assert calls == [("tenant-a", "q"), ("tenant-b", "q"), ("tenant-a", "q")]
 
 
+# -- I.43: path traversal ---------------------------------------------------------------------------
+
+HOSTILE_NAMES = ["../../escaped", "/tmp/absolute", "..\\..\\windows", ".", "..", "a\x00b", "CON", "NUL.txt", "~/home"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_key_material_never_becomes_a_path(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root"
+    directory = root / "cache"
+    with Cache(directory) as cache:
+        @llm_cache(cache=cache, ttl=600, namespace=name, version=name, tags=[name])
+        def ask(question: str, model: str = "m") -> str:
+            return f"answer to {question}"
+
+        assert ask(name, model=name) == f"answer to {name}"
+        assert ask(name, model=name) == f"answer to {name}" and ask.cache_info().hits == 1
+        assert cache.invalidate(tag=name) == 1
+    made = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert all(p == "cache" or p.startswith("cache/") for p in made), made  # nothing outside
+    assert {p.split("/")[1] for p in made if "/" in p} <= {"cache.db", "cache.db-wal", "cache.db-shm",
+                                                           "ledger.sqlite3", "ledger.sqlite3-wal",
+                                                           "ledger.sqlite3-shm"}, made
+
+
+# -- G.32: a value too big for one tier ---------------------------------------------------------------
+
+def test_a_value_too_big_for_memory_is_returned_and_kept_on_disk(tmp_path: Path, clock: FakeClock) -> None:
+    calls: list[int] = []
+    with Cache(tmp_path / "c", memory_maxsize=64 * 1024, clock=clock) as cache:
+        @llm_cache(cache=cache, ttl=600)
+        def big(n: int) -> str:
+            calls.append(n)
+            return "x" * 200_000 + str(n)
+
+        assert big(1).endswith("1")
+        assert big(1).endswith("1") and calls == [1]
+        assert dict(big.cache_info().hits_by_tier) == {"disk": 1}  # never fits in memory
+        assert cache.get_entry(big.cache_key(1)).tier == "disk"
+        assert big.cache_info().errors == 0  # skipping a tier that is too small is not a fault
+
+
 # -- E.27: file permissions ---------------------------------------------------------------------------
 
 

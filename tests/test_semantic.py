@@ -124,7 +124,7 @@ def test_near_misses_never_served_even_when_learned(cache: Cache) -> None:
     assert ask.cache_info().hits_by_tier.get("semantic", 0) == 0
 
 
-@pytest.mark.parametrize("change", ["model", "temperature", "system", "namespace"])
+@pytest.mark.parametrize("change", ["model", "temperature", "system", "namespace", "tools"])
 def test_scope_is_never_crossed(cache: Cache, change: str) -> None:
     emb = Embedder()
     emb.near("Tell me France's capital", "What is the capital of France?", 0.99)
@@ -132,7 +132,8 @@ def test_scope_is_never_crossed(cache: Cache, change: str) -> None:
 
     def make(namespace: str | None) -> object:
         @llm_cache(cache=cache, semantic=match, policy="long", namespace=namespace)
-        def chat(messages: list[dict[str, str]], model: str = "m", temperature: float = 0) -> str:
+        def chat(messages: list[dict[str, str]], model: str = "m", temperature: float = 0,
+                 tools: list[str] | None = None) -> str:
             return f"{model}/{temperature}/{messages[0]['content']}/{messages[-1]['content']}"
         return chat
 
@@ -146,7 +147,8 @@ def test_scope_is_never_crossed(cache: Cache, change: str) -> None:
     assert same.endswith("What is the capital of France?"), "the same scope serves the paraphrase"
 
     other = make("tenant-b" if change == "namespace" else "tenant-a")
-    kwargs = {"model": "m2"} if change == "model" else {"temperature": 0.0001} if change == "temperature" else {}
+    kwargs = {"model": {"model": "m2"}, "temperature": {"temperature": 0.0001},
+              "tools": {"tools": ["web_search"]}}.get(change, {})
     system = "be verbose" if change == "system" else "be brief"
     if change == "temperature":
         other = make("tenant-a")
