@@ -22,7 +22,9 @@ prompt at cosine similarity ``s``:
    error at ``s``; pooling the scope is the prior an entry with few observations needs (a
    per-entry logistic fit has nothing to fit on one or two points). Per entry, one wrong
    observation at a similarity ``>= s`` vetoes serving that entry at ``s`` (its own boundary).
-4. Serve when ``e(s) <= max_hit_error`` and the scope's error budget holds:
+4. Serve when ``e(s) <= max_hit_error`` (0.5: no single answer more likely wrong than right;
+   at 0.3 the budget never bound on our evaluation, so max_error changed nothing) and the
+   scope's error budget holds:
    ``spent + e(s) <= max_error * requests``, where ``requests`` counts the scope's exact misses
    seen by semantic mode and ``spent`` sums ``e`` over the answers served. With probability
    ``explore`` a servable request is verified instead, which keeps observations coming from the
@@ -328,7 +330,7 @@ class SemanticMatch:
                  verifier: Callable[[str, str], float] | None = None,
                  judge: Callable[[Any, Any], bool] | None = None, min_similarity: float = 0.7,
                  max_entries_per_scope: int = 100_000, guard: bool = True, explore: float = 0.05,
-                 window: float = 0.05, max_hit_error: float = 0.3, top_k: int = 4,
+                 window: float = 0.05, max_hit_error: float = 0.5, top_k: int = 4,
                  rng: random.Random | None = None, clock: Callable[[], float] | None = None) -> None:
         import numpy  # noqa: F401 (fail here, with the hint, rather than on the first call)
 
