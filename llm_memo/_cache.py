@@ -81,6 +81,8 @@ class Cache:
     ) -> None:
         _check_size("memory_maxsize", memory_maxsize)
         _check_size("disk_size_limit", disk_size_limit)
+        self._config = dict(memory_maxsize=memory_maxsize, disk_size_limit=disk_size_limit, redis_url=redis_url,
+                            redis_prefix=redis_prefix, disk=disk, allow_pickle=allow_pickle, clock=clock)
         self.clock = clock or time.time
         self.allow_pickle = allow_pickle
         self.directory = Path(directory).expanduser() if directory is not None else default_directory()
@@ -423,6 +425,11 @@ class Cache:
             except Exception as exc:
                 self._fault(tier.name, "close", exc, None)
 
+    def __reduce__(self) -> Any:
+        """Pickled (spawn, forkserver, joblib workers) as its configuration: the copy reopens the
+        same directory and servers with connections of its own; memory contents stay behind."""
+        return _rebuild, (str(self.directory), self._config)
+
     def __enter__(self) -> Cache:
         return self
 
@@ -449,6 +456,10 @@ class Stored(NamedTuple):
     metadata: dict[str, Any]
     value_json: bytes
     size: int  # bytes of the envelope
+
+
+def _rebuild(directory: str, config: dict[str, Any]) -> Cache:
+    return Cache(directory, **config)
 
 
 def function_tag(function: Any) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -87,7 +89,20 @@ class _Methods:
         return self._self_engine.function
 
 
+def _by_name(module: str, qualname: str) -> Any:
+    """The object `qualname` names in `module`: how a pickled cached function is found again."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
 class _BoundCachedFunction(_Methods, wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self._self_instance is None:
+            return self._self_parent.__reduce_ex__(protocol)
+        return getattr, (self._self_instance, self.__wrapped__.__name__)
+
     def _split(self, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
         if self._self_instance is None and self._self_binding == "function" and args:
             return args[0], args[1:]  # Class.method(instance, ...): the instance comes first
@@ -112,6 +127,14 @@ class _CachedFunction(_Methods, wrapt.FunctionWrapper):  # type: ignore[misc]
             driver = engine.call
         super().__init__(wrapped, driver)
         self._self_engine = engine
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickle by reference, as pickle does plain functions (multiprocessing, spawn, joblib)."""
+        module, qualname = self.__wrapped__.__module__, self.__wrapped__.__qualname__
+        if "<locals>" in qualname:
+            raise pickle.PicklingError(f"cannot pickle {module}.{qualname}: a cached function defined inside "
+                                       "another function has no importable name; define it at module level")
+        return _by_name, (module, qualname)
 
 
 @overload

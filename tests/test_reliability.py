@@ -115,6 +115,67 @@ def test_processes_and_threads_hammering_one_directory(tmp_path: Path) -> None:
         assert cache.counters.snapshot().errors == 0
 
 
+# -- B.9: spawn and forkserver workers -------------------------------------------------------------
+
+WORKER_MODULE = """
+    import os
+    from llm_memo import Cache, llm_cache
+
+    cache = Cache(os.environ["LLM_MEMO_PROBE_DIR"])
+
+
+    @llm_cache(cache=cache, ttl=600)
+    def shout(text: str) -> str:
+        with open(os.environ["LLM_MEMO_PROBE_LOG"], "a") as log:
+            log.write(text + "\\n")  # one line per real call
+        return text.upper()
+
+
+    class Bot:
+        @llm_cache(cache=cache, ttl=600)
+        def reply(self, text: str) -> str:
+            return "bot: " + text
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_cached_functions_and_caches_cross_into_spawned_workers(tmp_path: Path, method: str,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import multiprocessing
+    import pickle
+
+    module = f"llm_memo_worker_probe_{method}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(WORKER_MODULE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LLM_MEMO_PROBE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LLM_MEMO_PROBE_LOG", str(tmp_path / "calls.log"))
+    probe = importlib.import_module(module)
+    texts = ["a", "b", "c", "a", "b", "c"]
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        assert pool.map(probe.shout, texts) == [t.upper() for t in texts]
+        assert pool.map(probe.Bot().reply, ["hi"]) == ["bot: hi"]  # a bound method crosses too
+        [copy] = pool.map(pickle.loads, [pickle.dumps(probe.cache)])  # a Cache crosses as its config
+    assert isinstance(copy, Cache) and copy.directory == probe.cache.directory
+    computed = (tmp_path / "calls.log").read_text().split()
+    assert sorted(computed) == ["a", "b", "c"]  # once per key, across the workers (leases)
+    assert [probe.shout(t) for t in "abc"] == ["A", "B", "C"]  # the workers' answers, from disk
+    assert len((tmp_path / "calls.log").read_text().split()) == len(computed)
+    assert dict(probe.shout.cache_info().hits_by_tier) == {"disk": 3}
+
+
+def test_a_cached_function_without_an_importable_name_says_so() -> None:
+    import pickle
+
+    @llm_cache(ttl=60)
+    def local(text: str) -> str:
+        return text
+
+    with pytest.raises(pickle.PicklingError, match="define it at module level"):
+        pickle.dumps(local)
+
+
 # -- A.1: SIGKILL a writer in the middle of writes ---------------------------------------------
 
 WRITER = """
