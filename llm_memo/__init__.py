@@ -6,7 +6,6 @@ from ._cache import Cache, configure, default_cache
 from ._canonical import register_encoder
 from ._codec import allow_type
 from ._decorator import CachedFunction, llm_cache
-from ._embedders import minilm_embedder, openai_embedder
 from ._errors import (
     LLMMemoError,
     NonDeterministicCallError,
@@ -18,11 +17,16 @@ from ._policy import CachePolicy, IntentRule, classify_intent
 from ._pricing import register_price
 from ._prompt_cache import mark_cache_control, provider_cache_usage
 from ._records import Entry, Stats
-from ._semantic import SemanticMatch
 from ._warm import WarmReport
 
 if _typing.TYPE_CHECKING:
+    from ._embedders import minilm_embedder, openai_embedder
+    from ._semantic import SemanticMatch
     from ._server import LocalServer
+
+# Loaded on first use: the server (http.server, email...) and semantic mode are not on the hot path.
+_LAZY = {"LocalServer": "_server", "SemanticMatch": "_semantic", "minilm_embedder": "_embedders",
+         "openai_embedder": "_embedders"}
 
 __version__ = "0.1.0"
 
@@ -66,15 +70,17 @@ def load_ipython_extension(ipython: _typing.Any) -> None:
 
 # Show the public names as llm_memo.X in reprs and docs, wherever they are defined (httpx's way).
 for _name in __all__:
-    if _name not in ("__version__", "LocalServer"):
+    if _name != "__version__" and _name not in _LAZY:
         globals()[_name].__module__ = "llm_memo"
 del _name
 
 
 def __getattr__(name: str) -> _typing.Any:
-    if name == "LocalServer":  # the server's imports (http.server, email...) load only when asked for
-        from ._server import LocalServer
+    if name in _LAZY:
+        import importlib
 
-        LocalServer.__module__ = "llm_memo"
-        return LocalServer
+        value = getattr(importlib.import_module(f"llm_memo.{_LAZY[name]}"), name)
+        value.__module__ = "llm_memo"
+        globals()[name] = value  # the next look-up is a plain attribute
+        return value
     raise AttributeError(f"module 'llm_memo' has no attribute {name!r}")

@@ -9,11 +9,9 @@ chain goes on to the next tier or, in the end, to the real function.
 
 from __future__ import annotations
 
-import html
 import importlib
 import logging
 import os
-import secrets
 import sys
 import threading
 import time
@@ -276,7 +274,7 @@ class Cache:
         over disk); when none can, or it fails, the answer is "compute": a lease only saves
         duplicate work, it must never stop a call.
         """
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         tier = self._arbiter()
         if tier is None:
             return token
@@ -440,6 +438,8 @@ class Cache:
         return f"Cache({str(self.directory)!r}, tiers={[t.name for t in self.tiers]})"
 
     def _repr_html_(self) -> str:
+        import html
+
         stats = self.stats()
         tiers = "".join(f"<tr><td>{html.escape(name)}</td><td>{n:,}</td><td>{size:,}</td></tr>"
                         for name, (n, size) in self.usage().items())

@@ -23,7 +23,6 @@ import decimal
 import enum
 import math
 import pathlib
-import pickle
 import re
 import struct
 import sys
@@ -96,6 +95,8 @@ def encode_value(value: Any, *, allow_pickle: bool = False) -> tuple[bytes, int]
     except (UnencodableValue, RecursionError, orjson.JSONEncodeError) as exc:
         if not allow_pickle:
             raise UnencodableValue(f"{type(value).__qualname__} has no safe encoding: {exc}") from None
+        import pickle  # only with allow_pickle=True
+
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         return orjson.dumps({TAG: "pickle", "v": base64.b64encode(data).decode("ascii")}), FLAG_PICKLE
 
@@ -184,6 +185,8 @@ def _from_json(node: Any, allow_pickle: bool) -> Any:
     if tag == "pickle":
         if not allow_pickle:
             raise CorruptEntry("a pickled entry, and this cache was not built with allow_pickle=True")
+        import pickle
+
         return pickle.loads(base64.b64decode(payload))
     if tag in ("enum", "dataclass", "pydantic"):
         return _rebuild(tag, payload, allow_pickle)

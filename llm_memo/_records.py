@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import html
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -92,6 +91,7 @@ class Stats:
 
 def _table(title: str, rows: list[tuple[str, str]], bold: frozenset[str] | set[str] = frozenset()) -> str:
     """A two-column HTML table, every cell escaped; the `bold` rows (savings) stand out."""
+    import html  # notebooks only
     def cell(text: str, strong: bool) -> str:
         return f"<b>{html.escape(text)}</b>" if strong else html.escape(text)
 
