@@ -18,13 +18,14 @@ from llm_memo import Cache
 pytestmark = pytest.mark.slow
 
 _WORKER = textwrap.dedent('''
-    import os, sys, time
+    import os, sys, threading, time
     from llm_memo import Cache, llm_cache
 
     runs = sys.argv[2]
     start_at = float(sys.argv[3])
     lease = float(sys.argv[4])
     hang = sys.argv[5] == "hang"
+    threads = int(sys.argv[6])
 
     @llm_cache(cache=Cache(sys.argv[1]), ttl=3600, lease=lease)
     def slow(question):
@@ -33,17 +34,28 @@ _WORKER = textwrap.dedent('''
         time.sleep(3600 if hang else 1.0)
         return "answer to " + question
 
-    time.sleep(max(0.0, start_at - time.time()))
-    print(slow("the same question"), flush=True)
+    answers = []
+
+    def ask():
+        time.sleep(max(0.0, start_at - time.time()))
+        answers.append(slow("the same question"))
+
+    workers = [threading.Thread(target=ask) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    print("\\n".join(answers), flush=True)
 ''')
 
 
-def _spawn(tmp_path: Path, n: int, *, lease: float = 30.0, hang: bool = False, delay: float = 1.5):
+def _spawn(tmp_path: Path, n: int, *, lease: float = 30.0, hang: bool = False, delay: float = 1.5,
+           threads: int = 1):
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     start_at = time.time() + delay
     return [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(tmp_path / "runs"),
-                              str(start_at), str(lease), "hang" if hang else "run"],
+                              str(start_at), str(lease), "hang" if hang else "run", str(threads)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(n)]
 
@@ -59,6 +71,15 @@ def test_concurrent_processes_compute_a_cold_key_once(tmp_path: Path) -> None:
     assert [w.returncode for w in workers] == [0] * 6, [err for _, err in outputs]
     assert {out.strip() for out, _ in outputs} == {"answer to the same question"}
     assert len(_runs(tmp_path)) == 1
+
+
+def test_a_herd_of_processes_and_threads_computes_a_cold_key_once(tmp_path: Path) -> None:
+    workers = _spawn(tmp_path, 8, threads=4, delay=2.5)
+    outputs = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 8, [err for _, err in outputs]
+    answers = [line for out, _ in outputs for line in out.split("\n") if line]
+    assert answers == ["answer to the same question"] * 32  # every caller, the same answer
+    assert len(_runs(tmp_path)) == 1  # one call in all: threads wait in-process, processes on the lease
 
 
 def test_a_killed_lease_holder_blocks_nobody_past_its_lease(tmp_path: Path) -> None:

@@ -548,6 +548,34 @@ def test_disk_path_that_is_a_file_raises_at_construction(tmp_path, clock):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_an_interrupt_inside_a_disk_write_rolls_it_back(tmp_path, clock, monkeypatch):
+    """Ctrl-C in a notebook lands anywhere, the middle of a write included (RELIABILITY A.2)."""
+    import llm_memo._disk as disk
+
+    tier = DiskTier(tmp_path, clock=clock)
+    tier.set(k(1), b"old", None, ("t",))
+    real = disk._execute
+
+    def interrupted(cache, statement, params=()):
+        if statement.startswith("INSERT INTO llm_memo_tags"):
+            raise KeyboardInterrupt  # after the value row was written, before its tags
+        return real(cache, statement, params)
+
+    monkeypatch.setattr(disk, "_execute", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tier.set(k(1), b"new", None, ("t",))
+    with pytest.raises(KeyboardInterrupt):
+        tier.set(k(2), b"fresh", None, ("t",))
+    monkeypatch.setattr(disk, "_execute", real)
+    assert tier.get(k(1)) == b"old" and tier.get(k(2)) is None  # both writes rolled back whole
+    assert tier.invalidate("t") == 1  # the old entry kept its tag row
+    tier.set(k(3), b"after", None)  # and the tier is usable
+    assert tier.get(k(3)) == b"after"
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache.db")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    tier.close()
+
+
 def test_disk_survives_fork(tmp_path, clock):
     tier = DiskTier(tmp_path, clock=clock)
     tier.set(k("parent"), b"p", None)
