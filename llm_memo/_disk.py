@@ -50,6 +50,28 @@ _ORPHAN_TAGS = "DELETE FROM llm_memo_tags WHERE key NOT IN (SELECT key FROM Cach
 _warned_directories: set[str] = set()
 
 
+_OPEN_PATIENCE = 60.0  # seconds an open waits for the write lock, as diskcache's own setup does
+
+
+def _add_schema(cache: diskcache.Cache) -> None:
+    """Create our tables and trigger in one transaction, so processes opening a cache at once take
+    turns. Patient: a failed open costs the process its disk tier, a failed call one miss."""
+    deadline = time.monotonic() + _OPEN_PATIENCE
+    while True:
+        try:
+            with cache.transact():
+                for statement in _TAG_SCHEMA:
+                    _execute(cache, statement)
+                if not _execute(cache, "SELECT 1 FROM sqlite_master WHERE type = 'trigger'"
+                                       " AND name = 'llm_memo_tags_follow'").fetchone():
+                    _execute(cache, _ORPHAN_TAGS)  # once per database: earlier versions left culled keys' tags
+                    _execute(cache, _TAG_TRIGGER)
+            return
+        except diskcache.Timeout:
+            if time.monotonic() > deadline:
+                raise
+
+
 class _BytesOnlyDisk(diskcache.Disk):
     """Store str keys and bytes values inline, and refuse to unpickle anything, ever."""
 
@@ -193,13 +215,7 @@ class DiskTier:
             **_SETTINGS,
         )
         try:
-            for statement in _TAG_SCHEMA:
-                _execute(cache, statement)
-            if not _execute(cache, "SELECT 1 FROM sqlite_master WHERE type = 'trigger'"
-                                   " AND name = 'llm_memo_tags_follow'").fetchone():
-                with cache.transact():  # once per database: earlier versions left culled keys' tags
-                    _execute(cache, _ORPHAN_TAGS)
-                    _execute(cache, _TAG_TRIGGER)
+            _add_schema(cache)
         except BaseException:
             cache.close()
             raise

@@ -3,8 +3,10 @@ killed lease holder never holds anyone up for longer than its lease."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -70,7 +72,8 @@ def test_concurrent_processes_compute_a_cold_key_once(tmp_path: Path) -> None:
     outputs = [w.communicate(timeout=120) for w in workers]
     assert [w.returncode for w in workers] == [0] * 6, [err for _, err in outputs]
     assert {out.strip() for out, _ in outputs} == {"answer to the same question"}
-    assert len(_runs(tmp_path)) == 1
+    assert len(_runs(tmp_path)) == 1, [err for _, err in outputs]
+    assert [err for _, err in outputs] == [""] * 6  # no tier fault on the way
 
 
 def test_a_herd_of_processes_and_threads_computes_a_cold_key_once(tmp_path: Path) -> None:
@@ -79,7 +82,44 @@ def test_a_herd_of_processes_and_threads_computes_a_cold_key_once(tmp_path: Path
     assert [w.returncode for w in workers] == [0] * 8, [err for _, err in outputs]
     answers = [line for out, _ in outputs for line in out.split("\n") if line]
     assert answers == ["answer to the same question"] * 32  # every caller, the same answer
-    assert len(_runs(tmp_path)) == 1  # one call in all: threads wait in-process, processes on the lease
+    assert len(_runs(tmp_path)) == 1, [err for _, err in outputs]  # threads wait in-process, processes on the lease
+    assert [err for _, err in outputs] == [""] * 8
+
+
+_OPENER = textwrap.dedent('''
+    import sys, time
+    import diskcache  # imported before the start line, so the processes open the cache within milliseconds
+    from llm_memo import Cache
+    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+    print(" ".join(tier.name for tier in Cache(sys.argv[1]).tiers))
+''')
+
+
+def test_processes_opening_a_new_cache_at_once_all_get_its_disk_tier(tmp_path: Path) -> None:
+    for round_ in range(3):  # a race at creation (now fixed) cost one process in 100 or so its disk tier
+        start_at = time.time() + 1.0
+        openers = [subprocess.Popen([sys.executable, "-c", _OPENER, str(tmp_path / f"cache{round_}"), str(start_at)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+        outputs = [opener.communicate(timeout=60) for opener in openers]
+        assert outputs == [("memory disk\n", "")] * 8
+
+
+def test_processes_opening_an_old_cache_at_once_upgrade_it_once(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    with Cache(directory) as cache:
+        for i in range(100):
+            cache.set(f"{i:064x}", f"answer {i}", lifetime=None, tags=["kept"])
+    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as db, db:  # as earlier builds left it:
+        db.execute("DROP TRIGGER llm_memo_tags_follow")  # no trigger, and the tag rows of culled entries
+        db.executemany("INSERT INTO llm_memo_tags VALUES ('gone', ?)", ((f"culled{i}",) for i in range(100_000)))
+    start_at = time.time() + 1.0
+    openers = [subprocess.Popen([sys.executable, "-c", _OPENER, str(directory), str(start_at)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    assert [opener.communicate(timeout=60) for opener in openers] == [("memory disk\n", "")] * 8
+    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as db:
+        assert db.execute("SELECT tag, COUNT(*) FROM llm_memo_tags GROUP BY tag").fetchall() == [("kept", 100)]
+    with Cache(directory) as cache:
+        assert cache.invalidate(tag="kept") == 100
 
 
 def test_a_killed_lease_holder_blocks_nobody_past_its_lease(tmp_path: Path) -> None:
