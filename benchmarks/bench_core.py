@@ -699,6 +699,7 @@ def run_breakdown(root: str, out: Callable[[str], None]) -> dict[str, list[dict[
         data = env["data"] = cache.memory.get(key)
         header, meta, value_json = env["unpacked"] = _codec.unpack(data, verify=False)
         env["hit"] = _cache.Hit(ANSWER, "memory", header.latency, header.tokens, header.cost)
+        env["plan"] = engine.plan(None, args, kwargs)
         disk = env["disk"] = cache.tiers[1]
         env["diskcache"] = _diskcache_of(disk)
         floor.set(key, orjson.dumps(ANSWER))
@@ -766,7 +767,7 @@ def run_breakdown(root: str, out: Callable[[str], None]) -> dict[str, list[dict[
             "    Hit(...)",
             lambda: _cache.Hit(ANSWER, "memory", header.latency, header.tokens, header.cost),
         ),
-        ("  count_hit (counters + logger check)", lambda: engine.count_hit(cache, env["hit"], key)),
+        ("  count_hit (counters + logger check)", lambda: engine.count_hit(cache, env["hit"], env["plan"])),
         (
             "floor: orjson.dumps(messages, OPT_SORT_KEYS)",
             lambda: orjson.dumps(messages, option=orjson.OPT_SORT_KEYS),

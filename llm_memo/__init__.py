@@ -13,7 +13,7 @@ from ._errors import (
     UnkeyableArgumentError,
 )
 from ._openai import wrap
-from ._policy import CachePolicy, IntentRule, classify_intent
+from ._policy import DEFAULT_RULES, CachePolicy, IntentRule, classify_intent
 from ._pricing import register_price
 from ._prompt_cache import mark_cache_control, provider_cache_usage
 from ._records import Entry, Stats
@@ -31,6 +31,7 @@ _LAZY = {"LocalServer": "_server", "SemanticMatch": "_semantic", "minilm_embedde
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_RULES",
     "Cache",
     "CachePolicy",
     "CachedFunction",
@@ -70,7 +71,7 @@ def load_ipython_extension(ipython: _typing.Any) -> None:
 
 # Show the public names as llm_memo.X in reprs and docs, wherever they are defined (httpx's way).
 for _name in __all__:
-    if _name != "__version__" and _name not in _LAZY:
+    if _name not in _LAZY and callable(globals()[_name]):  # not data such as DEFAULT_RULES
         globals()[_name].__module__ = "llm_memo"
 del _name
 

@@ -58,10 +58,12 @@ def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
 
 
 class Plan(NamedTuple):
-    """What one call means for the cache. key is None for a call that bypasses it."""
+    """What one call means for the cache. key is None for a call that bypasses it; started is
+    the perf_counter() reading when planning began (the DEBUG log reports lookup time from it)."""
 
     key: str | None
     arguments: dict[str, Any]
+    started: float
 
 
 class Engine:
@@ -118,6 +120,7 @@ class Engine:
 
     def plan(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan:
         """Bind, guard and key one call; raises before the body runs for caller mistakes."""
+        started = time.perf_counter()
         full = args if instance is None else (instance, *args)  # wrapt hands methods their instance apart
         arguments = self.keys.binder.bind(full, kwargs)
         temperature = find_temperature(arguments)
@@ -127,12 +130,12 @@ class Engine:
                 raise NonDeterministicCallError(self.function, temperature)
             if verdict is Verdict.BYPASS:
                 self._warn_bypass(temperature)
-                return Plan(None, arguments)
+                return Plan(None, arguments, started)
         if self.key_function is not None:
             keyed = {"\x00key": self.key_function(*args, **kwargs)}
         else:
             keyed = self.keys.keyed_arguments(arguments, instance)
-        return Plan(self.keys.key(keyed), arguments)
+        return Plan(self.keys.key(keyed), arguments, started)
 
     def _warn_bypass(self, temperature: Any) -> None:
         if not self._warned:
@@ -166,15 +169,16 @@ class Engine:
 
     # ---- bookkeeping -------------------------------------------------------------------
 
-    def count_hit(self, cache: Cache, hit: Hit, key: str, arguments: Mapping[str, Any] | None = None) -> None:
+    def count_hit(self, cache: Cache, hit: Hit, plan: Plan) -> None:
         self.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
         cache.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
         if cache.ledger is not None:
-            cache.ledger.hit(self.function, _model_of(arguments), hit.tier, hit.latency, hit.tokens, hit.cost)
+            cache.ledger.hit(self.function, _model_of(plan.arguments), hit.tier, hit.latency, hit.tokens, hit.cost)
         if hooks.on_hit is not None:
             hooks.on_hit(self.function, hit)
         if logger.isEnabledFor(_DEBUG):
-            logger.debug("hit %s key=%s tier=%s saved=%.3fs", self.function, key[:12], hit.tier, hit.latency)
+            logger.debug("hit %s key=%s tier=%s lookup=%.0fus saved=%.3fs", self.function, (plan.key or "")[:12],
+                         hit.tier, (time.perf_counter() - plan.started) * 1e6, hit.latency)
 
     def count_bypass(self, cache: Cache | None, why: str, arguments: Mapping[str, Any] | None = None,
                      key: str | None = None) -> None:
@@ -199,11 +203,12 @@ class Engine:
         if cache.ledger is not None:
             cache.ledger.miss(self.function, _model_of(plan.arguments))
         tokens, cost = self.savings(value) if self.savings is not None else (0, 0.0)
-        cache.set(key, value, lifetime=seconds, tags=self.entry_tags(plan.arguments),
-                  metadata=self.metadata(plan.arguments, policy), latency=latency, tokens=tokens, cost=cost,
-                  stats=self.counters)
+        stored = cache.set(key, value, lifetime=seconds, tags=self.entry_tags(plan.arguments),
+                           metadata=self.metadata(plan.arguments, policy), latency=latency, tokens=tokens,
+                           cost=cost, stats=self.counters)
         if logger.isEnabledFor(_DEBUG):
-            logger.debug("miss %s key=%s latency=%.3fs ttl=%s", self.function, key[:12], latency, seconds)
+            logger.debug("miss %s key=%s latency=%.3fs ttl=%s stored=%s", self.function, key[:12], latency, seconds,
+                         "+".join(tier.name for tier in cache.tiers) if stored else "nothing")
 
     def stats(self) -> Stats:
         return self.counters.snapshot()
@@ -229,12 +234,12 @@ class Engine:
         cache, plan, key = started
         hit = cache.get(key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key, plan.arguments)
+            self.count_hit(cache, hit, plan)
             return hit.value
         if self.semantic is not None:  # a paraphrase's answer, or the function wrapped to learn from
             hit, wrapped = self.semantic.consult(cache, plan, wrapped, instance)
             if hit is not None:
-                self.count_hit(cache, hit, key, plan.arguments)
+                self.count_hit(cache, hit, plan)
                 return hit.value
 
         def compute() -> Any:
@@ -264,10 +269,10 @@ class Engine:
 
         value, led = self.flights.run(key, compute)
         if isinstance(value, Hit):
-            self.count_hit(cache, value, key, plan.arguments)
+            self.count_hit(cache, value, plan)
             return value.value
         if not led:
-            self.count_hit(cache, self.shared_hit(value), key, plan.arguments)
+            self.count_hit(cache, self.shared_hit(value), plan)
         return value
 
     def _wait_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
@@ -315,12 +320,12 @@ class Engine:
         cache, plan, key = started
         hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key, plan.arguments)
+            self.count_hit(cache, hit, plan)
             return hit.value
         if self.semantic is not None:
             hit, wrapped = await asyncio.to_thread(self.semantic.consult, cache, plan, wrapped, instance, True)
             if hit is not None:
-                self.count_hit(cache, hit, key, plan.arguments)
+                self.count_hit(cache, hit, plan)
                 return hit.value
 
         async def compute() -> Any:
@@ -349,10 +354,10 @@ class Engine:
 
         value, led = await self.aflights.run(key, compute)
         if isinstance(value, Hit):
-            self.count_hit(cache, value, key, plan.arguments)
+            self.count_hit(cache, value, plan)
             return value.value
         if not led:
-            self.count_hit(cache, self.shared_hit(value), key, plan.arguments)
+            self.count_hit(cache, self.shared_hit(value), plan)
         return value
 
     def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -364,7 +369,7 @@ class Engine:
         cache, plan, key = started
         hit = cache.get(key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key, plan.arguments)
+            self.count_hit(cache, hit, plan)
             return replay(hit.value)
         lifetime = self.lifetime(plan.arguments)
         start = time.perf_counter()
@@ -384,7 +389,7 @@ class Engine:
                             args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
         if hit is not None:
-            self.count_hit(cache, hit, key, plan.arguments)
+            self.count_hit(cache, hit, plan)
             async for chunk in areplay(hit.value):
                 yield chunk
             return

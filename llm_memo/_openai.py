@@ -336,7 +336,7 @@ def _classes(module: Any) -> _Classes:
             key = plan.key or ""  # never empty here: _plan_or_bypass keyed it
             hit = cache.get(key, engine.counters)
             if hit is not None:
-                engine.count_hit(cache, hit, key, plan.arguments)
+                engine.count_hit(cache, hit, plan)
                 return from_cache(request, route, hit.value, hit.tier)
             if route.streaming:
                 return self.stream(request, route, cache, plan)
@@ -393,7 +393,7 @@ def _classes(module: Any) -> _Classes:
             hit = cache.get_memory(key, engine.counters) or await asyncio.to_thread(
                 cache.get_lower, key, engine.counters)
             if hit is not None:
-                engine.count_hit(cache, hit, key, plan.arguments)
+                engine.count_hit(cache, hit, plan)
                 return from_cache(request, route, hit.value, hit.tier)
             if route.streaming:
                 return await self.stream(request, route, cache, plan)

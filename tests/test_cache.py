@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import sqlite3
 import subprocess
 import sys
@@ -629,6 +630,10 @@ def test_hit_miss_and_bypass_each_log_one_debug_line(cache: Cache, caplog: pytes
         assert len(lines) == 1, (what, lines)
         assert what in lines[0] and ask.__qualname__ in lines[0], (what, lines)
         assert ask.cache_key(prompt)[:8] in lines[0], (what, lines)
+        if what == "miss":  # the call's latency and where its answer went
+            assert re.search(r" latency=\d+\.\d{3}s ttl=86400\.?\d* stored=memory\+disk$", lines[0]), lines
+        if what == "hit":  # where it came from, what the lookup took, what it saved
+            assert re.search(r" tier=memory lookup=\d+us saved=\d+\.\d{3}s$", lines[0]), lines
 
 
 def test_a_non_deterministic_bypass_logs_one_debug_line(cache: Cache, caplog: pytest.LogCaptureFixture) -> None:

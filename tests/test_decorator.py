@@ -971,6 +971,19 @@ def test_a_callable_policy_is_given_the_prompt(returned: Any, seconds: float, ca
     assert lifetime(cache, ask.cache_key("hello there")) == seconds
 
 
+def test_rules_of_ones_own_go_ahead_of_the_defaults(cache: Cache) -> None:
+    rules = (llm_memo.IntentRule("never", ("stock", "exchange rate")), *llm_memo.DEFAULT_RULES)
+
+    @llm_cache(cache=cache, policy=lambda text: llm_memo.classify_intent(text, rules=rules))
+    def ask(prompt: str) -> str:
+        return "x"
+
+    for prompt in ("What is the EUR exchange   rate?", "What is a stock?", "What is a monad?"):
+        ask(prompt)
+    assert ask.cache_info().bypassed == 2  # "what is" alone would keep both a day
+    assert lifetime(cache, ask.cache_key("What is a monad?")) == 86400  # the defaults still apply
+
+
 @pytest.mark.parametrize(("ttl", "error"), [(-1, ValueError), (math.nan, ValueError),
                                             (math.inf, ValueError), (dt.timedelta(seconds=-1), ValueError),
                                             ("10", (TypeError, ValueError)), (True, (TypeError, ValueError)),
