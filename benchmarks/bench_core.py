@@ -787,11 +787,11 @@ def run_breakdown(root: str, out: Callable[[str], None]) -> dict[str, list[dict[
             lambda: os.stat(os.path.join(disk.directory, "cache.db")),
         ),
         ("    codec.unpack(verify=True: crc32)", lambda: _codec.unpack(data)),
-        ("    _tags_of(metadata) for promotion", lambda: _cache._tags_of(meta)),
         (
-            "    MemoryTier.set (promotion)",
-            lambda: cache.memory.set(key, data, header.expires_at, ("fn:x", "model:y")),
+            "    MemoryTier.set (promotion: tags read only if an invalidation asks)",
+            lambda: cache.memory.set(key, data, header.expires_at, None),
         ),
+        ("    ref: _tags_of(metadata), paid when promoting past memory", lambda: _cache._tags_of(meta)),
         (f"  (metadata {len(meta)} B of the {len(data)} B envelope)", lambda: None),
         ("floor: diskcache.Cache.get + orjson.loads", lambda: orjson.loads(floor.get(key))),
     ]

@@ -88,7 +88,8 @@ class Cache:
         self.ledger: Ledger | None = None  # lifetime savings, kept beside the disk tier's files
         self._reported: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic)
+        self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic,
+                                 tags_of=_envelope_tags)
         self.tiers: list[Tier] = [self.memory]
         if disk:
             self._add_disk(disk_size_limit)
@@ -169,7 +170,7 @@ class Cache:
 
     def _promote(self, key: str, data: bytes, header: Header, meta: bytes, upper: Sequence[Tier],
                  stats: Counters | None) -> None:
-        tags = _tags_of(meta)
+        tags = _tags_of(meta) if len(upper) > 1 else None  # None: memory alone reads them when asked
         for tier in upper:
             try:
                 tier.set(key, data, header.expires_at, tags)
@@ -482,6 +483,10 @@ def _json(meta: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def _envelope_tags(data: bytes) -> tuple[str, ...]:
+    return _tags_of(unpack(data, verify=False)[1])
 
 
 def _tags_of(meta: bytes) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from cachetools import Cache, TLRUCache
@@ -16,7 +16,11 @@ from ._tier import check_entry
 class _Entry(NamedTuple):
     data: bytes
     expires_at: float | None
-    tags: frozenset[str]
+    tags: frozenset[str] | None  # None: read them from the data when an invalidation asks
+
+
+def _no_tags(_data: bytes) -> Iterable[str]:
+    return ()
 
 
 def _entry_size(entry: _Entry) -> int:
@@ -33,6 +37,9 @@ class MemoryTier:
     Each entry's deadline lives on the monotonic ``timer``: ``timer() + (expires_at - clock())``
     computed at set time. A wall-clock jump therefore never stretches or shortens a memory
     entry, and an entry promoted from disk keeps exactly its remaining lifetime.
+
+    ``set(..., tags=None)`` stores an entry whose tags ``tags_of(data)`` reads from the data
+    itself, and only when an invalidation needs them: a promotion then skips parsing them.
     """
 
     name = "memory"
@@ -43,8 +50,10 @@ class MemoryTier:
         *,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.monotonic,
+        tags_of: Callable[[bytes], Iterable[str]] = _no_tags,
     ) -> None:
         self._clock = clock
+        self._tags_of = tags_of
         # cachetools is not thread-safe: every call on _cache happens under _lock.
         self._lock = threading.Lock()
         self._cache: TLRUCache[str, _Entry] = TLRUCache(
@@ -84,10 +93,11 @@ class MemoryTier:
                 return None
 
     def set(
-        self, key: str, data: bytes, expires_at: float | None, tags: Sequence[str] = ()
+        self, key: str, data: bytes, expires_at: float | None, tags: Sequence[str] | None = ()
     ) -> None:
         """Store ``data`` until ``expires_at``; a past expiry or an oversized value stores nothing."""
-        entry = _Entry(data, expires_at, frozenset(check_entry(data, tags)))
+        checked = check_entry(data, () if tags is None else tags)
+        entry = _Entry(data, expires_at, None if tags is None else frozenset(checked))
         with self._lock:
             self._check_open()
             expired = expires_at is not None and not self._clock() < expires_at  # NaN too
@@ -108,8 +118,16 @@ class MemoryTier:
         """Remove every entry carrying ``tag`` (a scan: memory is bounded)."""
         with self._lock:
             self._check_open()
-            doomed = [key for key in list(self._cache) if tag in _peek(self._cache, key).tags]
+            doomed = [key for key in list(self._cache) if tag in self._tags(_peek(self._cache, key))]
             return sum(self._discard(key) for key in doomed)
+
+    def _tags(self, entry: _Entry) -> Iterable[str]:
+        if entry.tags is not None:
+            return entry.tags
+        try:
+            return tuple(self._tags_of(entry.data))
+        except Exception:  # unreadable data carries no tag; a read of it is the codec's to count
+            return ()
 
     def clear(self) -> int:
         """Remove everything; return how many live entries went."""

@@ -289,6 +289,27 @@ def test_cache_is_a_context_manager_and_close_is_idempotent(tmp_path: Path, cloc
     assert calls == ["q"]
 
 
+@pytest.mark.parametrize("by", ["tag", "function", "model"])
+def test_invalidation_reaches_entries_promoted_from_disk(tmp_path: Path, clock: FakeClock, by: str) -> None:
+    calls: list[str] = []
+
+    def ask(prompt: str, model: str = "gpt-4o-mini") -> str:
+        calls.append(prompt)
+        return prompt
+
+    with Cache(tmp_path / "c", clock=clock) as first:
+        llm_cache(cache=first, ttl=600, tags=["team:search"])(ask)("q")
+    with Cache(tmp_path / "c", clock=clock) as again:  # a new process: memory starts empty
+        cached = llm_cache(cache=again, ttl=600, tags=["team:search"])(ask)
+        cached("q")
+        cached("q")
+        assert dict(cached.cache_info().hits_by_tier) == {"disk": 1, "memory": 1}  # promoted
+        chosen = {"tag": {"tag": "team:search"}, "function": {"function": cached}, "model": {"model": "gpt-4o-mini"}}
+        assert again.invalidate(**chosen[by]) >= 1
+        cached("q")
+    assert calls == ["q", "q"]  # the promoted copy went with the stored one
+
+
 def test_invalidate_by_tag_function_and_model(cache: Cache) -> None:
     calls: list[str] = []
 
