@@ -64,7 +64,7 @@ class IntentRule:
 
     policy: CachePolicy
     words: tuple[str, ...]
-    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         # A bare string would be iterated letter by letter and match almost everything.
@@ -76,15 +76,16 @@ class IntentRule:
             )
         object.__setattr__(self, "policy", CachePolicy.coerce(self.policy))
         object.__setattr__(self, "words", words)
-        # Phrases match across any run of whitespace; the lookarounds stand in for \b so that
-        # words beginning or ending in punctuation still need a non-word neighbour.
-        phrases = (r"\s+".join(map(re.escape, word.split())) for word in words)
-        pattern = r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)"
-        object.__setattr__(self, "_pattern", re.compile(pattern, re.IGNORECASE))
 
     def matches(self, text: str) -> bool:
         """Whether any of the rule's words occurs in `text` as a whole word."""
-        return self._pattern.search(text) is not None
+        if self._pattern is None:  # compiled on first use: `import llm_memo` stays quick
+            # Phrases match across any run of whitespace; the lookarounds stand in for \b so that
+            # words beginning or ending in punctuation still need a non-word neighbour.
+            phrases = (r"\s+".join(map(re.escape, word.split())) for word in self.words)
+            pattern = r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)"
+            object.__setattr__(self, "_pattern", re.compile(pattern, re.IGNORECASE))
+        return self._pattern.search(text) is not None  # type: ignore[union-attr]
 
 
 def _listing(words: str) -> tuple[str, ...]:
