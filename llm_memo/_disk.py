@@ -255,13 +255,18 @@ class DiskTier:
         try:
             yield cache
         except diskcache.Timeout:
-            raise TimeoutError(
-                f"disk cache {self.directory} stayed locked for more than {self._timeout} s"
-            ) from None
+            raise self._locked() from None
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):  # a statement outside transact(): the same outage, the same error
+                raise self._locked() from None
+            raise
         except sqlite3.DatabaseError as exc:
             if type(exc) is sqlite3.DatabaseError:
                 self._reopen(cache)  # quick_check finds the damage and sets it aside
             raise
+
+    def _locked(self) -> TimeoutError:
+        return TimeoutError(f"disk cache {self.directory} stayed locked for more than {self._timeout} s")
 
     def _reopen(self, stale: diskcache.Cache) -> diskcache.Cache:
         with self._reopening:

@@ -3,6 +3,7 @@ arguments, tenants and file permissions. Everything goes through the public API.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import math
@@ -230,6 +231,47 @@ def test_sigkill_in_the_middle_of_writes_never_serves_a_torn_entry(tmp_path: Pat
 
 
 # -- F: clock changes ------------------------------------------------------------------------------
+
+
+def test_a_locked_disk_never_stalls_the_event_loop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Async callers wait for disk I/O (leases, writes) in worker threads, never on the loop."""
+    with Cache(tmp_path / "c") as cache:
+
+        @llm_cache(cache=cache, ttl=60)
+        async def ask(question: str) -> str:
+            await asyncio.sleep(0.01)
+            return question.upper()
+
+        asyncio.run(ask("warm"))  # opens the database and stores one entry
+
+        async def main() -> tuple[list[str], float]:
+            gaps: list[float] = []
+
+            async def ticker() -> None:
+                last = time.monotonic()
+                while True:
+                    await asyncio.sleep(0.01)
+                    gaps.append(time.monotonic() - last)
+                    last = time.monotonic()
+
+            tick = asyncio.create_task(ticker())
+            answers = await asyncio.gather(ask("warm"), ask("cold one"), ask("cold two"))
+            tick.cancel()
+            return list(answers), max(gaps)
+
+        holder = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # every write now waits out SQLite's busy timeout (1 s)
+        try:
+            answers, worst = asyncio.run(main())
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert answers == ["WARM", "COLD ONE", "COLD TWO"]
+    assert ask.cache_info().errors >= 2  # the blocked writes timed out, were counted, and the calls went on
+    warned = [r.getMessage() for r in caplog.records if r.name == "llm_memo" and r.levelname == "WARNING"]
+    assert len(warned) == 1 and "TimeoutError" in warned[0], warned  # one outage, one warning
+    # Not a speed assertion: a write blocks for a second, so a loop that ran one would stall that long.
+    assert worst < 0.5, f"the event loop stalled for {worst:.2f} s"
 
 
 def test_promotion_never_extends_a_lifetime(tmp_path: Path, clock: FakeClock) -> None:
