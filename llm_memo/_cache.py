@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._codec import (
     FLAG_PICKLE,
@@ -35,6 +35,9 @@ from ._memory import MemoryTier
 from ._records import Entry, Stats
 from ._stats import Counters, Ledger
 from ._tier import Tier
+
+if TYPE_CHECKING:
+    from ._broadcast import Invalidations
 
 __all__ = [
     "Cache", "Hit", "Stored", "caching_enabled", "configure", "default_cache", "default_directory", "hooks",
@@ -86,6 +89,7 @@ class Cache:
         self.directory = Path(directory).expanduser() if directory is not None else default_directory()
         self.counters = Counters()
         self.ledger: Ledger | None = None  # lifetime savings, kept beside the disk tier's files
+        self.invalidations: Invalidations | None = None  # with Redis: other machines' deletions reach us
         self._reported: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic,
@@ -113,7 +117,15 @@ class Cache:
             raise ImportError(
                 "a Redis tier needs the redis package: pip install 'llm_memo[redis]'"
             ) from exc
-        self.tiers.append(RedisTier(url, prefix=prefix, clock=self.clock))
+        from ._broadcast import Invalidations
+        from ._redis import EVENTS_KEPT
+
+        shared = RedisTier(url, prefix=prefix, clock=self.clock)
+        disk = any(tier.name == "disk" for tier in self.tiers)
+        self.invalidations = Invalidations(shared, list(self.tiers), self.directory if disk else None,
+                                           kept=EVENTS_KEPT, fault=lambda op, exc: self._fault("redis", op, exc, None))
+        self.tiers.append(shared)
+        self.invalidations.start()
 
     # ---- the hot path ------------------------------------------------------------------
 
@@ -299,8 +311,10 @@ class Cache:
         return next((tier for tier in reversed(self.tiers) if hasattr(tier, "lease")), None)
 
     def delete(self, key: str) -> bool:
-        """Remove `key` from every tier; True if any tier had it."""
-        return self._each(lambda tier: int(tier.delete(key))) > 0
+        """Remove `key` from every tier (other machines' copies too, with Redis); True if any tier had it."""
+        removed = self._each(lambda tier: int(tier.delete(key))) > 0
+        self._broadcast("key", key)
+        return removed
 
     def invalidate(self, *, tag: str | None = None, function: Any = None, model: str | None = None) -> int:
         """Remove entries by tag, by cached function (object or "module.qualname") or by model."""
@@ -308,11 +322,20 @@ class Cache:
                               f"model:{model}" if model is not None else None) if t is not None]
         if not chosen:
             raise ValueError("invalidate() needs tag=, function= or model=; to remove everything use clear()")
-        return sum(self._each(lambda tier, t=t: tier.invalidate(t)) for t in chosen)
+        removed = sum(self._each(lambda tier, t=t: tier.invalidate(t)) for t in chosen)
+        for t in chosen:
+            self._broadcast("tag", t)
+        return removed
 
     def clear(self) -> int:
-        """Remove every entry from every tier; return how many entries went."""
-        return self._each(lambda tier: tier.clear())
+        """Remove every entry from every tier (other machines' copies too, with Redis); return how many went."""
+        removed = self._each(lambda tier: tier.clear())
+        self._broadcast("clear")
+        return removed
+
+    def _broadcast(self, op: str, arg: str = "") -> None:
+        if self.invalidations is not None:
+            self.invalidations.publish(op, arg)
 
     def keys(self) -> Iterator[str]:
         """Every live key, each once."""
@@ -416,6 +439,8 @@ class Cache:
 
     def close(self) -> None:
         """Close every tier (persistent tiers keep their data) and write the savings ledger."""
+        if self.invalidations is not None:
+            self.invalidations.close()
         if self.ledger is not None:
             self.ledger.close()
         for tier in self.tiers:

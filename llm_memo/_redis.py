@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from ._tier import check_entry
 
-__all__ = ["RedisTier", "RedisUnavailable"]
+__all__ = ["EVENTS_KEPT", "RedisTier", "RedisUnavailable"]
 
 logger = logging.getLogger("llm_memo")
 T = TypeVar("T")
@@ -34,6 +34,7 @@ _HEADER = struct.Struct("!4sdI")
 _MAGIC = b"LMR1"
 _PEEK = _HEADER.size + 512  # bytes read to learn an entry's tags (longer lists: a second read)
 _BATCH = 500  # keys per round trip when scanning, invalidating or clearing
+EVENTS_KEPT = 10_000  # invalidation events the stream keeps for machines that were away
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # "Redis is not answering": these open the breaker. Errors Redis answers with (OOM, READONLY,
 # WRONGTYPE) prove it reachable and fail that one call only.
@@ -171,6 +172,7 @@ class RedisTier:
         self._timer = timer
         self._cooldown = breaker_cooldown
         self._vprefix = f"{prefix}:v:".encode()
+        self._ekey = f"{prefix}:events".encode()
         self._cluster = cluster if client is None else _is_cluster(client)
         self._owned = client is None
         self._options: dict[str, Any] = dict(
@@ -407,6 +409,31 @@ class RedisTier:
             return found
 
         return iter(self._run(op))
+
+    # ---- the event stream (llm_memo._broadcast) -------------------------------------------
+
+    def publish(self, event: dict[bytes, bytes]) -> bytes:
+        """Append ``event`` to ``{prefix}:events``, a stream of the newest EVENTS_KEPT; return its id."""
+        return self._run(lambda client: client.xadd(self._ekey, event, maxlen=EVENTS_KEPT, approximate=False))
+
+    def events(self, after: bytes, count: int = _BATCH) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` events newer than the stream id ``after``, oldest first."""
+
+        def op(client: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+            found = client.xread({self._ekey: after}, count=count)
+            return list(found[0][1]) if found else []
+
+        return self._run(op)
+
+    def event_bounds(self) -> tuple[int, bytes | None, bytes | None]:
+        """(how many events the stream holds, the oldest one's id, the newest one's id)."""
+
+        def op(client: Any) -> tuple[int, bytes | None, bytes | None]:
+            first = client.xrange(self._ekey, count=1)  # once per cache opened: no pipeline needed
+            last = client.xrevrange(self._ekey, count=1)
+            return int(client.xlen(self._ekey)), first[0][0] if first else None, last[0][0] if last else None
+
+        return self._run(op)
 
     def close(self) -> None:
         """Close the connections this tier opened; the data stays in Redis."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import hashlib
 import inspect
 import itertools
@@ -192,6 +193,15 @@ assert len(CONTRACT) >= 10, f"the tier contract went missing from test_tiers.py:
 globals().update(CONTRACT)
 
 
+def test_the_event_stream_is_ordered_and_reports_its_bounds(tier: RedisTier) -> None:
+    assert tier.event_bounds() == (0, None, None)
+    ids = [tier.publish({b"op": b"tag", b"arg": f"t{i}".encode()}) for i in range(3)]
+    assert tier.event_bounds() == (3, ids[0], ids[2])
+    assert [fields[b"arg"] for _, fields in tier.events(ids[0])] == [b"t1", b"t2"]
+    assert [event_id for event_id, _ in tier.events(b"0-0", count=2)] == ids[:2]
+    assert tier.events(ids[2]) == []
+
+
 def test_is_a_shared_tier(tier: RedisTier) -> None:
     assert isinstance(tier, Tier)
     assert tier.name == "redis"
@@ -374,9 +384,18 @@ def test_invalidation_reaches_redis_for_every_machine(redis_server: Server, tmp_
             cache.close()
 
 
-@pytest.mark.xfail(strict=True, reason="open problem: invalidation does not reach the memory and "
-                   "disk tiers of other machines; needs a broadcast (Redis pub/sub or client tracking)")
-def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, tmp_path: Path) -> None:
+def forgotten(cache: Cache, key: str, within: float = 10.0) -> bool:
+    """Whether every tier of `cache` drops `key` within `within` seconds (the poll is 0.5 s)."""
+    deadline = time.monotonic() + within
+    while cache.get_entry(key) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("how", ["function", "tag", "call", "clear"])
+def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, tmp_path: Path, how: str) -> None:
     prefix = fresh_prefix()
     with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
             Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
@@ -384,9 +403,76 @@ def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, 
         a, b = make_ask(ca, []), make_ask(cb, calls)
         a("x")
         b("x")  # b now holds a copy in its memory and disk tiers
-        ca.invalidate(function=a)
+        assert dict(b.cache_info().hits_by_tier) == {"redis": 1} and calls == []
+        {"function": lambda: ca.invalidate(function=a), "tag": lambda: ca.invalidate(tag=a.__llm_memo_tag__),
+         "call": lambda: a.invalidate("x"), "clear": ca.clear}[how]()
+        assert forgotten(cb, b.cache_key("x"))
         b("x")
-        assert calls == ["x"]
+        assert calls == ["x"]  # b recomputed instead of serving its local copy
+
+
+def test_a_cache_dropped_without_close_stops_listening(redis_server: Server, tmp_path: Path) -> None:
+    def listeners() -> int:
+        return sum(t.name == "llm_memo-invalidations" and t.is_alive() for t in threading.enumerate())
+
+    before = listeners()
+    cache = Cache(tmp_path / "c", redis_url=redis_server.url, redis_prefix=fresh_prefix())
+    assert listeners() == before + 1
+    del cache
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while listeners() > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert listeners() == before
+
+
+def test_a_machine_that_was_away_catches_up_when_it_opens(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    calls: list[str] = []
+    with Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        make_ask(cb, calls)("x")  # b's disk keeps a copy while b is away
+    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca:
+        make_ask(ca, []).invalidate("x")
+    with Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        make_ask(cb, calls)("x")  # no waiting: opening applied what b missed
+    assert calls == ["x", "x"]
+
+
+def test_a_machine_away_for_too_many_events_clears_its_local_tiers(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    calls: list[str] = []
+    with Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        make_ask(cb, calls)("x")
+        make_ask(cb, calls)("y")
+    client = redis.Redis.from_url(redis_server.url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(10_001):  # another machine invalidating 10,001 times: the stream keeps 10,000
+        pipe.xadd(f"{prefix}:events", {b"op": b"tag", b"arg": f"other{i}".encode(), b"origin": b"elsewhere"},
+                  maxlen=10_000, approximate=False)
+    pipe.execute()
+    client.close()
+    with Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        assert [t.name for t in cb.tiers] == ["memory", "disk", "redis"]
+        assert cb.tiers[1].get(make_ask(cb, calls).cache_key("x")) is None  # it could not tell: it forgot all
+        make_ask(cb, calls)("y")  # served by Redis, which kept it
+    assert calls == ["x", "y"]
+
+
+def test_every_invalidation_reaches_the_other_machine(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
+            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        calls: list[str] = []
+        a, b = make_ask(ca, []), make_ask(cb, calls)
+        a("x")
+        b("x")
+        a.invalidate("x")
+        assert forgotten(cb, b.cache_key("x"))
+        a("x")
+        b("x")  # a fresh copy again, after the event was applied
+        a.invalidate("x")
+        assert forgotten(cb, b.cache_key("x"))
+        assert calls == []
 
 
 def test_three_tiers_read_in_order_and_promotion_keeps_the_remaining_lifetime(
