@@ -423,6 +423,8 @@ class DiskTier:
             return int(cache.volume())
 
     def __len__(self) -> int:
-        """Stored rows, including expired ones diskcache has not culled yet."""
+        """Entries whose lifetime has not ended (by diskcache's expire_time, an indexed column:
+        counting reads no values), not the expired rows diskcache has yet to cull."""
         with self._faults() as cache:
-            return len(cache)
+            return int(_execute(cache, "SELECT COUNT(*) FROM Cache WHERE expire_time IS NULL OR expire_time > ?",
+                                (time.time(),)).fetchone()[0])

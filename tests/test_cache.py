@@ -13,6 +13,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -308,6 +309,15 @@ def test_invalidation_reaches_entries_promoted_from_disk(tmp_path: Path, clock: 
         assert again.invalidate(**chosen[by]) >= 1
         cached("q")
     assert calls == ["q", "q"]  # the promoted copy went with the stored one
+
+
+def test_usage_counts_live_entries_only(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c") as cache:  # the real clock: diskcache's expiry column is on it
+        cache.set("a" * 64, "soon gone", lifetime=0.2)
+        cache.set("b" * 64, "kept", lifetime=None)
+        assert {name: n for name, (n, _) in cache.usage().items()} == {"memory": 2, "disk": 2}
+        time.sleep(0.4)
+        assert {name: n for name, (n, _) in cache.usage().items()} == {"memory": 1, "disk": 1}
 
 
 def test_invalidate_by_tag_function_and_model(cache: Cache) -> None:
