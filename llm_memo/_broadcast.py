@@ -18,6 +18,7 @@ into the local tiers after the event was applied.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -64,7 +65,8 @@ class Invalidations:
     # ---- publishing ------------------------------------------------------------------------
 
     def publish(self, op: str, arg: str = "") -> None:
-        """Tell the other caches to apply ``op`` ("key", "tag" or "clear") to their local tiers."""
+        """Tell the other caches to apply ``op`` ("key", "keys": a JSON list, "tag" or "clear") to
+        their local tiers."""
         if self._unsupported:
             return
         try:
@@ -133,6 +135,9 @@ class Invalidations:
             try:
                 if op == b"key":
                     tier.delete(arg)
+                elif op == b"keys":
+                    for key in json.loads(arg):
+                        tier.delete(key)
                 elif op == b"tag":
                     tier.invalidate(arg)
                 elif op == b"clear":

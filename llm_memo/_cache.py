@@ -10,12 +10,13 @@ chain goes on to the next tier or, in the end, to the real function.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -38,6 +39,8 @@ from ._tier import Tier
 
 if TYPE_CHECKING:
     from ._broadcast import Invalidations
+
+_KEYS_PER_EVENT = 500  # delete_many: keys named by one invalidation event
 
 __all__ = [
     "Cache", "Hit", "Stored", "caching_enabled", "configure", "default_cache", "default_directory", "hooks",
@@ -314,6 +317,20 @@ class Cache:
         """Remove `key` from every tier (other machines' copies too, with Redis); True if any tier had it."""
         removed = self._each(lambda tier: int(tier.delete(key))) > 0
         self._broadcast("key", key)
+        return removed
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove each of `keys` from every tier, telling other machines in a few events rather than
+        one per key; return how many live entries went."""
+        removed, batch = 0, []
+        for key in keys:
+            removed += self._each(lambda tier, key=key: int(tier.delete(key))) > 0
+            batch.append(key)
+            if len(batch) == _KEYS_PER_EVENT:
+                self._broadcast("keys", json.dumps(batch))
+                batch = []
+        if batch:
+            self._broadcast("keys", json.dumps(batch))
         return removed
 
     def invalidate(self, *, tag: str | None = None, function: Any = None, model: str | None = None) -> int:

@@ -168,8 +168,8 @@ def cmd_clear(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         keys = [s.key for s in select(cache, args, cache.clock())]
         if keys and not args.yes and not out.confirm(f"remove {len(keys)} entries from {cache.directory}?"):
             raise CommandError("nothing removed")
-        deleted = [cache.delete(key) for key in keys]  # True where a live entry went
-        removed = len(keys) if args.expired else sum(deleted)
+        deleted = cache.delete_many(keys)  # how many were live
+        removed = len(keys) if args.expired else deleted
     out.text(f"removed {removed} {'entry' if removed == 1 else 'entries'}")
     return 0
 

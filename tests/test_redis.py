@@ -394,7 +394,7 @@ def forgotten(cache: Cache, key: str, within: float = 10.0) -> bool:
     return True
 
 
-@pytest.mark.parametrize("how", ["function", "tag", "call", "clear"])
+@pytest.mark.parametrize("how", ["function", "tag", "call", "many", "clear"])
 def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, tmp_path: Path, how: str) -> None:
     prefix = fresh_prefix()
     with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
@@ -405,7 +405,8 @@ def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, 
         b("x")  # b now holds a copy in its memory and disk tiers
         assert dict(b.cache_info().hits_by_tier) == {"redis": 1} and calls == []
         {"function": lambda: ca.invalidate(function=a), "tag": lambda: ca.invalidate(tag=a.__llm_memo_tag__),
-         "call": lambda: a.invalidate("x"), "clear": ca.clear}[how]()
+         "call": lambda: a.invalidate("x"), "many": lambda: ca.delete_many([k(1), a.cache_key("x"), k(2)]),
+         "clear": ca.clear}[how]()
         assert forgotten(cb, b.cache_key("x"))
         b("x")
         assert calls == ["x"]  # b recomputed instead of serving its local copy
@@ -424,6 +425,15 @@ def test_a_cache_dropped_without_close_stops_listening(redis_server: Server, tmp
     while listeners() > before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert listeners() == before
+
+
+def test_a_bulk_delete_goes_out_in_a_few_events(redis_server: Server, tmp_path: Path) -> None:
+    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=fresh_prefix()) as cache:
+        for i in range(1200):
+            cache.set(k(i), i, lifetime=600)
+        assert cache.delete_many(k(i) for i in range(1200)) == 1200
+        shared = cache.tiers[-1]
+        assert shared.event_bounds()[0] == 3  # 500 keys an event: no flood to trim the stream with
 
 
 def test_a_machine_that_was_away_catches_up_when_it_opens(redis_server: Server, tmp_path: Path) -> None:
