@@ -57,6 +57,7 @@ class Hit(NamedTuple):
     latency: float
     tokens: int
     cost: float
+    expires_at: float | None = None  # epoch seconds; None: never (or not known)
 
 
 def default_directory() -> Path:
@@ -153,7 +154,7 @@ class Cache:
         except CorruptEntry as exc:
             self._bad_entry(self.memory, key, exc, stats)
             return None
-        return Hit(value, "memory", latency, tokens, cost)
+        return Hit(value, "memory", latency, tokens, cost, None if expiry != expiry else expiry)
 
     def get_lower(self, key: str, stats: Counters | None = None) -> Hit | None:
         """Like get, skipping the memory tier (for a worker thread; promotes into memory)."""
@@ -180,7 +181,7 @@ class Cache:
                 continue
             if i:
                 self._promote(key, data, header, meta, tiers[:i], stats)
-            return Hit(value, tier.name, header.latency, header.tokens, header.cost)
+            return Hit(value, tier.name, header.latency, header.tokens, header.cost, header.expires_at)
         return None
 
     def _promote(self, key: str, data: bytes, header: Header, meta: bytes, upper: Sequence[Tier],

@@ -11,6 +11,8 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import math
+import threading
 import time
 import typing
 import warnings
@@ -74,7 +76,7 @@ class Engine:
                  version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
                  on_nondeterministic: str = "bypass", intent_arg: str | None = None,
                  track_source: bool = True, default_temperature: float | None = None,
-                 semantic: Any = None, lease: float = 60.0) -> None:
+                 semantic: Any = None, lease: float = 60.0, early_refresh: float = 0.0) -> None:
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(f"cache= takes an llm_memo.Cache or None (the default cache); got {cache!r}")
         if key is not None and not callable(key):
@@ -109,6 +111,13 @@ class Engine:
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 <= lease < float("inf"):
             raise ValueError(f"lease must be seconds >= 0 (0 turns cross-process single-flight off); got lease={lease!r}")
         self.lease = float(lease)
+        if isinstance(early_refresh, bool) or not isinstance(early_refresh, (int, float)) \
+                or not 0 <= early_refresh < float("inf"):
+            raise ValueError("early_refresh must be a number >= 0 (XFetch's beta: 1.0 is usual, 0 turns it off); "
+                             f"got early_refresh={early_refresh!r}")
+        self.early_refresh = float(early_refresh)
+        self._refreshing: set[str] = set()  # keys this process is refreshing early
+        self._refreshing_lock = threading.Lock()
 
     # ---- decisions ---------------------------------------------------------------------
 
@@ -234,6 +243,8 @@ class Engine:
         cache, plan, key = started
         hit = cache.get(key, self.counters)
         if hit is not None:
+            if self.early_refresh and self.refresh_due(cache, hit) and self._claim_refresh(key):
+                return self._refresh(cache, plan, hit, lambda: wrapped(*args, **kwargs))
             self.count_hit(cache, hit, plan)
             return hit.value
         if self.semantic is not None:  # a paraphrase's answer, or the function wrapped to learn from
@@ -274,6 +285,79 @@ class Engine:
         if not led:
             self.count_hit(cache, self.shared_hit(value), plan)
         return value
+
+    # ---- early refresh (XFetch: Vattani, Chierichetti and Lowenstein, VLDB 2015) ------------
+
+    def refresh_due(self, cache: Cache, hit: Hit) -> bool:
+        """Whether this hit should recompute: certain at expiry, likelier the nearer expiry is and the
+        longer the call took (``now - latency * beta * ln(U) >= expires_at``, U uniform in (0, 1])."""
+        if hit.expires_at is None or hit.latency <= 0:
+            return False
+        import random  # only functions with early refresh on pay for it
+
+        return cache.clock() - hit.latency * self.early_refresh * math.log(1.0 - random.random()) >= hit.expires_at
+
+    def _claim_refresh(self, key: str) -> bool:
+        """Take the early refresh of `key` for this caller, unless another thread of this process has it."""
+        with self._refreshing_lock:
+            if key in self._refreshing:
+                return False
+            self._refreshing.add(key)
+            return True
+
+    def _refresh(self, cache: Cache, plan: Plan, hit: Hit, run: Callable[[], Any]) -> Any:
+        """Recompute and store a hit's value unless another process holds its lease; the stored answer
+        when it does, or when the call fails (the entry is still live: a refresh never costs a caller)."""
+        key = plan.key or ""
+        try:
+            token = cache.lease(key, self.lease) if self.lease else None
+            if self.lease and token is None:
+                self.count_hit(cache, hit, plan)
+                return hit.value
+            try:
+                start = time.perf_counter()
+                value = run()
+                self.store(cache, plan, value, time.perf_counter() - start, self.lifetime(plan.arguments))
+                return value
+            except Exception as exc:
+                self._refresh_failed(exc)
+                self.count_hit(cache, hit, plan)
+                return hit.value
+            finally:
+                if token is not None:
+                    cache.release(key, token)
+        finally:
+            with self._refreshing_lock:
+                self._refreshing.discard(key)
+
+    async def _arefresh(self, cache: Cache, plan: Plan, hit: Hit, run: Callable[[], Any]) -> Any:
+        """The async twin of _refresh: the event loop keeps running while it leases and stores."""
+        key = plan.key or ""
+        try:
+            token = await asyncio.to_thread(cache.lease, key, self.lease) if self.lease else None
+            if self.lease and token is None:
+                self.count_hit(cache, hit, plan)
+                return hit.value
+            try:
+                start = time.perf_counter()
+                value = await run()
+                latency = time.perf_counter() - start
+                await asyncio.to_thread(self.store, cache, plan, value, latency, self.lifetime(plan.arguments))
+                return value
+            except Exception as exc:
+                self._refresh_failed(exc)
+                self.count_hit(cache, hit, plan)
+                return hit.value
+            finally:
+                if token is not None:
+                    await asyncio.to_thread(cache.release, key, token)
+        finally:
+            with self._refreshing_lock:
+                self._refreshing.discard(key)
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        logger.warning("llm_memo: early refresh of %s failed (%s: %s); serving the stored answer, which is "
+                       "still live", self.function, type(exc).__name__, exc)
 
     def _wait_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
         """Poll for the leaseholder's answer until it appears, the lease is free to take (its
@@ -320,6 +404,8 @@ class Engine:
         cache, plan, key = started
         hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
         if hit is not None:
+            if self.early_refresh and self.refresh_due(cache, hit) and self._claim_refresh(key):
+                return await self._arefresh(cache, plan, hit, lambda: wrapped(*args, **kwargs))
             self.count_hit(cache, hit, plan)
             return hit.value
         if self.semantic is not None:

@@ -145,7 +145,7 @@ def llm_cache(
     cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
     version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
     on_nondeterministic: str = "bypass", intent_arg: str | None = None, track_source: bool = True,
-    semantic: Any = None, lease: float = 60.0,
+    semantic: Any = None, lease: float = 60.0, early_refresh: float = 0.0,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -153,7 +153,7 @@ def llm_cache(func: Any = None, *, policy: Any = "auto", ttl: Any = None, cache:
               ignore: Iterable[str] = (), key: Callable[..., Any] | None = None, version: Any = None,
               tags: Sequence[str] = (), namespace: str | None = None, on_nondeterministic: str = "bypass",
               intent_arg: str | None = None, track_source: bool = True, semantic: Any = None,
-              lease: float = 60.0) -> Any:
+              lease: float = 60.0, early_refresh: float = 0.0) -> Any:
     """Memoize a prompt function (plain, async, generator or async generator; methods too).
 
     policy: "auto" (classify the prompt's intent), a CachePolicy or its name, or a callable
@@ -167,13 +167,16 @@ def llm_cache(func: Any = None, *, policy: Any = "auto", ttl: Any = None, cache:
     semantic: an llm_memo.SemanticMatch to serve paraphrases of cached prompts (off by default).
     lease: seconds one process may hold the computation of a key while other processes (and
         machines sharing Redis) wait for its answer; 0 turns cross-process single-flight off.
+    early_refresh: for plain and async functions, recompute a hot entry shortly before it
+        expires (XFetch's beta: 1.0 is the usual choice, 0 turns it off): one caller runs the
+        function while every other keeps being served the stored answer.
 
     For methods, ``self``/``cls`` is not part of the key; define ``__llm_memo_key__(self)``
     on the class to key by the instance's state.
     """
     options = dict(policy=policy, ttl=ttl, cache=cache, ignore=ignore, key=key, version=version, tags=tags,
                    namespace=namespace, on_nondeterministic=on_nondeterministic, intent_arg=intent_arg,
-                   track_source=track_source, semantic=semantic, lease=lease)
+                   track_source=track_source, semantic=semantic, lease=lease, early_refresh=early_refresh)
     if func is None:
         return lambda f: llm_cache(f, **options)
     if not callable(func):
