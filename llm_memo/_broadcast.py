@@ -1,18 +1,27 @@
 """Invalidations: what one machine deletes, invalidates or clears, the others' local tiers forget.
 
-With a Redis tier, ``Cache.delete``, ``invalidate`` and ``clear`` also append an event to the
-stream ``{prefix}:events`` (the newest ``EVENTS_KEPT`` are kept). Every cache sharing that Redis
-reads the stream when it opens and then every ``poll`` seconds, in a daemon thread, and applies
-the events other caches published to its own memory and disk tiers (Redis itself was done by
-the publisher). The id of the last event applied is kept in the cache directory, so a process
-that starts later catches up on what happened while no process of its directory ran; when the
-stream was trimmed past that id, it cannot tell what it missed, so it clears its local tiers.
+With a Redis tier, ``Cache.delete``, ``delete_many``, ``invalidate`` and ``clear`` also append an
+event to the stream ``{prefix}:events`` (the newest ``EVENTS_KEPT`` are kept). Every cache sharing
+that Redis reads the stream when it opens, every ``poll`` seconds in a daemon thread, and when it
+closes, and applies the events of other caches to its own memory and disk tiers (Redis itself was
+done by the publisher). Events from a cache on the same directory reach the memory tier only:
+the disk is the one the publisher already changed, and entries written there since must stay.
 
-Residual gaps, documented rather than hidden: events need Redis >= 5 (streams; an older
-server logs one warning and local copies live out their lifetimes, as without this); during a
-Redis outage local copies keep being served and the events are applied once it is back; an
-entry read from Redis in the instant before another machine invalidated it may be promoted
-into the local tiers after the event was applied.
+The id of the last event applied is kept in the directory, so a process that starts later
+catches up on what happened while no process of its directory ran. Each read starts at that id,
+inclusive: when the stream no longer holds it (trimmed past it, evicted, deleted, or Redis lost
+its data), the cache cannot tell what it missed and clears its local tiers. An event that fails
+to apply (a locked disk) is retried at the next poll; one of a kind this version does not know
+clears the local tiers. A directory opened with Redis for the first time starts at the end of
+the stream.
+
+Residual gaps, documented rather than hidden: events need Redis >= 5 (streams; an older server
+logs one warning and local copies live out their lifetimes, as without this); an event the
+publisher cannot send (Redis unreachable) is lost, and other machines keep their copies until
+they expire; while a machine cannot reach Redis it keeps serving its local copies; an entry read
+from Redis in the instant before another machine invalidated it may be promoted into the local
+tiers after the event was applied; overwriting an entry (``Cache.set``, ``llm-memo import``)
+sends no event, so other machines keep their copy until it expires.
 """
 
 from __future__ import annotations
@@ -35,29 +44,23 @@ logger = logging.getLogger("llm_memo")
 _running: weakref.WeakSet[Invalidations] = weakref.WeakSet()
 
 
-def _order(event_id: bytes) -> tuple[int, int]:
-    """A stream id ("1700000000000-3") as numbers, for comparing ids."""
-    ms, _, seq = event_id.partition(b"-")
-    return int(ms), int(seq or 0)
-
-
 class Invalidations:
     """Publish this cache's invalidations and apply the others' to ``local`` tiers.
 
-    ``stream`` is the Redis tier (``publish``, ``events``, ``event_bounds``); ``fault(op, exc)``
-    reports a failure of a call's own publish. Polling failures are not a call's: they are
-    logged at DEBUG and retried at the next poll.
+    ``stream`` is the Redis tier (``publish``, ``events``, ``newest_event``). ``report(op, exc)``
+    logs a publish that failed; it is not counted as a call's error (the call's own Redis
+    operation is). Reading failures are logged at DEBUG and retried at the next poll.
     """
 
     def __init__(self, stream: Any, local: Sequence[Tier], directory: Path | None, *,
-                 kept: int, fault: Callable[[str, BaseException], None], poll: float = 0.5) -> None:
-        self.stream, self.local, self.kept, self.poll = stream, list(local), kept, poll
-        self._fault = fault
+                 report: Callable[[str, BaseException], None], poll: float = 0.5) -> None:
+        self.stream, self.local, self.poll = stream, list(local), poll
+        self._report = report
         self._origin = os.urandom(8).hex().encode()
-        self._path = directory / f"redis-events-{stream.prefix}.id" if directory is not None else None
-        self._last: bytes | None = None
-        self._caught_up = False  # True once the stream's bounds were checked against our last id
-        self._lock = threading.Lock()  # one catch-up at a time: the poller's or a caller's
+        self._directory = _directory_token(directory) if directory is not None else b""
+        self._path = directory / f"redis-events-{stream.prefix}.last" if directory is not None else None
+        self._last: bytes | None = None  # the newest event applied; None until the first read
+        self._lock = threading.Lock()  # one catch-up at a time: the poller's or close()'s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsupported = False
@@ -71,10 +74,10 @@ class Invalidations:
             return
         try:
             self.stream.publish({b"op": op.encode(), b"arg": arg.encode("utf-8", "surrogatepass"),
-                                 b"origin": self._origin})
+                                 b"origin": self._origin, b"dir": self._directory})
         except Exception as exc:
             if not self._note_unsupported(exc):
-                self._fault("publish", exc)
+                self._report("publish", exc)
 
     # ---- applying --------------------------------------------------------------------------
 
@@ -104,34 +107,52 @@ class Invalidations:
                 return 0
 
     def _catch_up(self) -> int:
-        if not self._caught_up:
-            last = self._read_last()
-            length, first, newest = self.stream.event_bounds()
-            self._caught_up = True
-            if last is None:  # nothing applied here yet: only what comes next concerns us
-                self._remember(newest or b"0-0")
-                return 0
-            if first is not None and length >= self.kept and _order(first) > _order(last):
-                logger.info("llm_memo: missed invalidations (the event stream moved past this cache's "
-                            "last one); clearing the local tiers")
-                self._apply(b"clear", "")
-                self._remember(newest or last)
-                return 0
-            self._last = last
-        assert self._last is not None
+        if self._last is None:
+            self._last = self._read_last() or self._anchor()
         applied, start = 0, self._last
-        while events := self.stream.events(self._last):
-            for event_id, fields in events:
+        while True:
+            events = self.stream.events(self._last)
+            if not events or events[0][0] != self._last:  # the stream lost our place: a gap
+                self._forget_everything()
+                break
+            failed = False
+            for event_id, fields in events[1:]:
                 if fields.get(b"origin") != self._origin:
-                    self._apply(fields.get(b"op", b""), fields.get(b"arg", b"").decode("utf-8", "surrogatepass"))
+                    failed = not self._apply(fields)
+                    if failed:
+                        break  # retried at the next poll, from this event
                     applied += 1
                 self._last = event_id
+            if failed or len(events) == 1:
+                break
         if self._last != start:
             self._remember(self._last)
         return applied
 
-    def _apply(self, op: bytes, arg: str) -> None:
-        for tier in self.local:
+    def _anchor(self) -> bytes:
+        """Our place in a stream we have never read: its newest event, or one we add to an empty one."""
+        newest = self.stream.newest_event()
+        if newest is None:
+            newest = self.stream.publish({b"op": b"open", b"origin": self._origin, b"dir": self._directory})
+        self._remember(newest)
+        return newest
+
+    def _forget_everything(self) -> None:
+        logger.warning("llm_memo: the Redis event stream no longer holds this cache's place (trimmed, evicted "
+                       "or lost), so invalidations may have been missed: clearing the local tiers")
+        self._apply({b"op": b"clear"})
+        self._last = self._anchor()
+
+    def _apply(self, fields: dict[bytes, bytes]) -> bool:
+        """Apply one event to the local tiers; False when a tier failed (the event is retried)."""
+        op, arg = fields.get(b"op", b""), fields.get(b"arg", b"").decode("utf-8", "surrogatepass")
+        if op == b"open":
+            return True
+        tiers = self.local
+        if self._directory and fields.get(b"dir") == self._directory:
+            tiers = [tier for tier in tiers if tier.name == "memory"]  # our shared disk is done already
+        ok = True
+        for tier in tiers:
             try:
                 if op == b"key":
                     tier.delete(arg)
@@ -140,17 +161,23 @@ class Invalidations:
                         tier.delete(key)
                 elif op == b"tag":
                     tier.invalidate(arg)
-                elif op == b"clear":
+                else:  # "clear", or a kind a newer version sends: forgetting is always safe
                     tier.clear()
-            except Exception as exc:  # one tier failing must not stop the others forgetting
-                logger.debug("llm_memo: applying an invalidation to the %s tier failed (%s: %s)",
+            except Exception as exc:
+                ok = False
+                logger.debug("llm_memo: applying an invalidation to the %s tier failed (%s: %s); retrying",
                              tier.name, type(exc).__name__, exc)
+        return ok
 
     def close(self) -> None:
-        """Stop polling (idempotent)."""
+        """Stop polling, then catch up a last time so the next process here starts past our events."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        self._thread = None
+        self.catch_up()
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -159,13 +186,12 @@ class Invalidations:
             return None
         try:
             text = self._path.read_bytes().strip()
-            _order(text)
-        except (OSError, ValueError):
+        except OSError:
             return None
-        return text
+        ms, dash, seq = text.partition(b"-")
+        return text if dash and ms.isdigit() and seq.isdigit() else None
 
     def _remember(self, event_id: bytes) -> None:
-        self._last = event_id
         if self._path is None:
             return
         temporary = self._path.with_name(f"{self._path.name}.{os.getpid()}.{threading.get_ident()}")
@@ -173,6 +199,8 @@ class Invalidations:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "wb") as file:
                 file.write(event_id)
+                file.flush()
+                os.fsync(file.fileno())  # a power cut must not leave an empty file: that reads as "new"
             os.replace(temporary, self._path)
         except OSError as exc:  # a read-only directory: the next process catches up from further back
             logger.debug("llm_memo: could not record the last invalidation applied (%s)", exc)
@@ -181,8 +209,7 @@ class Invalidations:
 
     def _note_unsupported(self, exc: BaseException) -> bool:
         """True (and one warning) when the server has no streams: Redis older than 5."""
-        text = str(exc).lower()
-        if "unknown command" not in text:
+        if "unknown command" not in str(exc).lower():
             return False
         self._unsupported = True
         logger.warning("llm_memo: this Redis has no streams (Redis < 5): invalidations will not reach "
@@ -195,6 +222,22 @@ class Invalidations:
         self._origin = os.urandom(8).hex().encode()
         if self._thread is not None and not self._stop.is_set():
             self._spawn()
+
+
+def _directory_token(directory: Path) -> bytes:
+    """A random id naming this cache directory, made once by whichever process gets there first."""
+    path = directory / "directory.id"
+    with contextlib.suppress(FileExistsError, OSError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(os.urandom(16).hex().encode())
+            file.flush()
+            os.fsync(file.fileno())
+    try:
+        token = path.read_bytes().strip()
+    except OSError:
+        return b""
+    return token if len(token) == 32 else b""  # unreadable or torn: treat events as foreign (safe)
 
 
 def _poll(ref: weakref.ref[Invalidations], stop: threading.Event, every: float) -> None:

@@ -122,12 +122,11 @@ class Cache:
                 "a Redis tier needs the redis package: pip install 'llm_memo[redis]'"
             ) from exc
         from ._broadcast import Invalidations
-        from ._redis import EVENTS_KEPT
 
         shared = RedisTier(url, prefix=prefix, clock=self.clock)
         disk = any(tier.name == "disk" for tier in self.tiers)
         self.invalidations = Invalidations(shared, list(self.tiers), self.directory if disk else None,
-                                           kept=EVENTS_KEPT, fault=lambda op, exc: self._fault("redis", op, exc, None))
+                                           report=lambda op, exc: self._warn("redis", op, exc))
         self.tiers.append(shared)
         self.invalidations.start()
 
@@ -243,6 +242,10 @@ class Cache:
             stats.error()
         if self.ledger is not None:
             self.ledger.error()
+        self._warn(tier, op, exc)
+
+    def _warn(self, tier: str, op: str, exc: BaseException) -> None:
+        """Log a fault: a warning the first time per tier and kind, DEBUG after."""
         signature = (tier, type(exc).__name__)  # one outage is one warning, whatever it interrupts
         with self._lock:
             first = signature not in self._reported

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -29,6 +31,28 @@ def _entry_size(entry: _Entry) -> int:
 
 # Reads an entry without moving it to the most-recently-used end (TLRUCache.__getitem__ does).
 _peek = Cache.__getitem__
+
+# Fork safety: a lock held by another thread at fork time would stay held in the child forever
+# (the invalidation poller scans under it). Every memory tier's lock is taken just before a fork
+# and given back on both sides, so the child starts with all of them free.
+_alive: weakref.WeakSet[MemoryTier] = weakref.WeakSet()
+_held: list[MemoryTier] = []
+
+
+def _take_locks() -> None:
+    _held.extend(_alive)
+    for tier in _held:
+        tier._lock.acquire()
+
+
+def _give_locks() -> None:
+    for tier in _held:
+        tier._lock.release()
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_take_locks, after_in_parent=_give_locks, after_in_child=_give_locks)
 
 
 class MemoryTier:
@@ -60,6 +84,7 @@ class MemoryTier:
             maxsize, ttu=self._deadline, timer=timer, getsizeof=_entry_size
         )
         self._closed = False
+        _alive.add(self)
 
     @property
     def maxsize(self) -> int:

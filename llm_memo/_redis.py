@@ -416,24 +416,16 @@ class RedisTier:
         """Append ``event`` to ``{prefix}:events``, a stream of the newest EVENTS_KEPT; return its id."""
         return self._run(lambda client: client.xadd(self._ekey, event, maxlen=EVENTS_KEPT, approximate=False))
 
-    def events(self, after: bytes, count: int = _BATCH) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Up to ``count`` events newer than the stream id ``after``, oldest first."""
+    def events(self, since: bytes, count: int = _BATCH) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` events from the stream id ``since`` on, ``since`` itself included when it
+        is still there (that is how a reader tells it missed nothing), oldest first."""
+        return self._run(lambda client: [(bytes(event_id), dict(fields)) for event_id, fields
+                                         in client.xrange(self._ekey, min=since, count=count)])
 
-        def op(client: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
-            found = client.xread({self._ekey: after}, count=count)
-            return list(found[0][1]) if found else []
-
-        return self._run(op)
-
-    def event_bounds(self) -> tuple[int, bytes | None, bytes | None]:
-        """(how many events the stream holds, the oldest one's id, the newest one's id)."""
-
-        def op(client: Any) -> tuple[int, bytes | None, bytes | None]:
-            first = client.xrange(self._ekey, count=1)  # once per cache opened: no pipeline needed
-            last = client.xrevrange(self._ekey, count=1)
-            return int(client.xlen(self._ekey)), first[0][0] if first else None, last[0][0] if last else None
-
-        return self._run(op)
+    def newest_event(self) -> bytes | None:
+        """The id of the newest event in the stream, or None when it is empty."""
+        newest = self._run(lambda client: client.xrevrange(self._ekey, count=1))
+        return bytes(newest[0][0]) if newest else None
 
     def close(self) -> None:
         """Close the connections this tier opened; the data stays in Redis."""

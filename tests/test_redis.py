@@ -19,6 +19,7 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -193,13 +194,13 @@ assert len(CONTRACT) >= 10, f"the tier contract went missing from test_tiers.py:
 globals().update(CONTRACT)
 
 
-def test_the_event_stream_is_ordered_and_reports_its_bounds(tier: RedisTier) -> None:
-    assert tier.event_bounds() == (0, None, None)
+def test_the_event_stream_reads_from_an_id_inclusive(tier: RedisTier) -> None:
+    assert tier.newest_event() is None
     ids = [tier.publish({b"op": b"tag", b"arg": f"t{i}".encode()}) for i in range(3)]
-    assert tier.event_bounds() == (3, ids[0], ids[2])
-    assert [fields[b"arg"] for _, fields in tier.events(ids[0])] == [b"t1", b"t2"]
+    assert tier.newest_event() == ids[2]
+    assert [(event_id, fields[b"arg"]) for event_id, fields in tier.events(ids[1])] == [(ids[1], b"t1"),
+                                                                                      (ids[2], b"t2")]
     assert [event_id for event_id, _ in tier.events(b"0-0", count=2)] == ids[:2]
-    assert tier.events(ids[2]) == []
 
 
 def test_is_a_shared_tier(tier: RedisTier) -> None:
@@ -412,6 +413,125 @@ def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, 
         assert calls == ["x"]  # b recomputed instead of serving its local copy
 
 
+def test_resp3_clients_get_the_events_too(redis_server: Server, tmp_path: Path) -> None:
+    prefix, url = fresh_prefix(), redis_server.url + "?protocol=3"
+    with Cache(tmp_path / "a", redis_url=url, redis_prefix=prefix) as ca, \
+            Cache(tmp_path / "b", redis_url=url, redis_prefix=prefix) as cb:
+        a, b = make_ask(ca, []), make_ask(cb, [])
+        a("x")
+        b("x")
+        a.invalidate("x")
+        assert forgotten(cb, b.cache_key("x"))
+
+
+def test_an_event_that_meets_a_locked_disk_is_applied_once_the_lock_goes(redis_server: Server,
+                                                                         tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
+            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        a, b = make_ask(ca, []), make_ask(cb, [])
+        a("x")
+        b("x")
+        holder = sqlite3.connect(tmp_path / "b" / "cache.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process of b's directory, writing for a while
+        try:
+            a.invalidate("x")
+            time.sleep(2.5)  # polls meet the lock: each delete on b's disk times out after 1 s
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert forgotten(cb, b.cache_key("x"))  # memory at once, disk at the first poll after the lock
+
+
+def test_a_gap_while_running_clears_the_local_tiers(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        b = make_ask(cb, [])
+        b("x")
+        client = redis.Redis.from_url(redis_server.url)
+        pipe = client.pipeline(transaction=False)
+        event = {b"op": b"key", b"arg": b.cache_key("x").encode(), b"origin": b"elsewhere", b"dir": b""}
+        pipe.xadd(f"{prefix}:events", event, maxlen=10_000, approximate=False)
+        for i in range(10_000):  # a flood between two polls trims the event away before b reads it
+            pipe.xadd(f"{prefix}:events", {b"op": b"tag", b"arg": f"other{i}".encode(), b"origin": b"elsewhere",
+                                           b"dir": b""}, maxlen=10_000, approximate=False)
+        pipe.execute()
+        client.close()
+        key, deadline = b.cache_key("x"), time.monotonic() + 10
+        while any(tier.get(key) is not None for tier in cb.tiers[:2]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [tier.get(key) for tier in cb.tiers[:2]] == [None, None]  # applied, or trimmed: all cleared
+
+
+def test_a_stream_lost_while_a_machine_was_away_clears_its_local_tiers(redis_server: Server,
+                                                                        tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    calls: list[str] = []
+    with Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        make_ask(cb, calls)("x")
+    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca:
+        make_ask(ca, []).invalidate("x")
+        client = redis.Redis.from_url(redis_server.url)
+        client.delete(f"{prefix}:events")  # evicted, or Redis restarted without persistence
+        client.close()
+        ca.invalidate(tag="unrelated")
+    with Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        make_ask(cb, calls)("x")
+    assert calls == ["x", "x"]
+
+
+def test_a_caches_own_invalidations_never_come_back_to_its_directory(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "c", redis_url=redis_server.url, redis_prefix=prefix) as first, \
+            Cache(tmp_path / "c", redis_url=redis_server.url, redis_prefix=prefix) as sibling:
+        first.clear()
+        for i in range(5):
+            first.set(k(i), i, lifetime=600)
+        time.sleep(1.5)  # the sibling applies the clear to its memory, never again to the shared disk
+        assert sum(sibling.tiers[1].get(k(i)) is not None for i in range(5)) == 5
+    with Cache(tmp_path / "c", redis_url=redis_server.url, redis_prefix=prefix) as later:
+        assert [later.get(k(i)).value for i in range(5)] == list(range(5))  # the next process starts past it
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forking_while_the_poller_scans_memory_never_deadlocks_the_child(redis_server: Server,
+                                                                        tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "c", redis_url=redis_server.url, redis_prefix=prefix) as cache:
+        for i in range(20_000):
+            cache.memory.set(k(i), b"x" * 10, None, ("t",))
+        stop = threading.Event()
+
+        def scan() -> None:  # what the poller does on a tag event: scan memory under its lock
+            while not stop.is_set():
+                cache.memory.invalidate("absent")
+
+        scanner = threading.Thread(target=scan)
+        scanner.start()
+        try:
+            children = []
+            for _ in range(10):
+                pid = os.fork()
+                if pid == 0:  # the child: one memory read, then out
+                    cache.memory.get(k(1))
+                    os._exit(0)
+                children.append(pid)
+            deadline = time.monotonic() + 30
+            pending = set(children)
+            while pending and time.monotonic() < deadline:
+                for pid in list(pending):
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        pending.discard(pid)
+                time.sleep(0.02)
+            for pid in pending:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            assert not pending, f"{len(pending)} of 10 forked children deadlocked on the memory tier"
+        finally:
+            stop.set()
+            scanner.join()
+
+
 def test_a_cache_dropped_without_close_stops_listening(redis_server: Server, tmp_path: Path) -> None:
     def listeners() -> int:
         return sum(t.name == "llm_memo-invalidations" and t.is_alive() for t in threading.enumerate())
@@ -432,8 +552,9 @@ def test_a_bulk_delete_goes_out_in_a_few_events(redis_server: Server, tmp_path: 
         for i in range(1200):
             cache.set(k(i), i, lifetime=600)
         assert cache.delete_many(k(i) for i in range(1200)) == 1200
-        shared = cache.tiers[-1]
-        assert shared.event_bounds()[0] == 3  # 500 keys an event: no flood to trim the stream with
+        client = redis.Redis.from_url(redis_server.url)
+        assert client.xlen(f"{cache.tiers[-1].prefix}:events") == 1 + 3  # the opening anchor, 500 keys an event
+        client.close()
 
 
 def test_a_machine_that_was_away_catches_up_when_it_opens(redis_server: Server, tmp_path: Path) -> None:
