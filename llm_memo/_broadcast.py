@@ -27,7 +27,6 @@ sends no event, so other machines keep their copy until it expires.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
@@ -35,6 +34,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from ._tier import Tier
 
@@ -157,7 +158,7 @@ class Invalidations:
                 if op == b"key":
                     tier.delete(arg)
                 elif op == b"keys":
-                    for key in json.loads(arg):
+                    for key in orjson.loads(arg):
                         tier.delete(key)
                 elif op == b"tag":
                     tier.invalidate(arg)

@@ -10,7 +10,6 @@ chain goes on to the next tier or, in the end, to the real function.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import sys
@@ -331,10 +330,10 @@ class Cache:
             removed += self._each(lambda tier, key=key: int(tier.delete(key))) > 0
             batch.append(key)
             if len(batch) == _KEYS_PER_EVENT:
-                self._broadcast("keys", json.dumps(batch))
+                self._broadcast("keys", _json_list(batch))
                 batch = []
         if batch:
-            self._broadcast("keys", json.dumps(batch))
+            self._broadcast("keys", _json_list(batch))
         return removed
 
     def invalidate(self, *, tag: str | None = None, function: Any = None, model: str | None = None) -> int:
@@ -529,6 +528,12 @@ def _json(meta: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def _json_list(keys: list[str]) -> str:
+    import orjson
+
+    return orjson.dumps(keys).decode()
 
 
 def _envelope_tags(data: bytes) -> tuple[str, ...]:
