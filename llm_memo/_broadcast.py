@@ -7,13 +7,15 @@ closes, and applies the events of other caches to its own memory and disk tiers 
 done by the publisher). Events from a cache on the same directory reach the memory tier only:
 the disk is the one the publisher already changed, and entries written there since must stay.
 
-The id of the last event applied is kept in the directory, so a process that starts later
-catches up on what happened while no process of its directory ran. Each read starts at that id,
-inclusive: when the stream no longer holds it (trimmed past it, evicted, deleted, or Redis lost
-its data), the cache cannot tell what it missed and clears its local tiers. An event that fails
-to apply (a locked disk) is retried at the next poll; one of a kind this version does not know
-clears the local tiers. A directory opened with Redis for the first time starts at the end of
-the stream.
+The id of the last event applied is kept in the directory, one file per Redis server and prefix
+(never moved back), so a process that starts later catches up on what happened while no process
+of its directory ran, and siblings leave the shared disk alone for events one of them applied
+already. Each read starts at that id, inclusive: when the stream no longer holds it (trimmed past
+it, evicted, deleted, or Redis lost its data), the cache cannot tell what it missed and clears its
+local tiers, once. An event a tier refuses (a locked disk) is retried at the next polls, then given
+up with a warning; one of a kind this version does not know clears the local tiers. A directory
+opened with Redis for the first time starts at the end of the stream; a copy of a directory is a
+directory of its own (its identity includes the inode).
 
 Residual gaps, documented rather than hidden: events need Redis >= 5 (streams; an older server
 logs one warning and local copies live out their lifetimes, as without this); an event the
@@ -27,6 +29,7 @@ sends no event, so other machines keep their copy until it expires.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -43,6 +46,13 @@ __all__ = ["Invalidations"]
 
 logger = logging.getLogger("llm_memo")
 _running: weakref.WeakSet[Invalidations] = weakref.WeakSet()
+_RETRIES = 3  # polls an event that a tier refuses is retried at before it is given up
+
+
+def _order(event_id: bytes) -> tuple[int, int]:
+    """A stream id ("1700000000000-3") as numbers, for comparing ids."""
+    ms, _, seq = event_id.partition(b"-")
+    return int(ms), int(seq or 0)
 
 
 class Invalidations:
@@ -59,12 +69,15 @@ class Invalidations:
         self._report = report
         self._origin = os.urandom(8).hex().encode()
         self._directory = _directory_token(directory) if directory is not None else b""
-        self._path = directory / f"redis-events-{stream.prefix}.last" if directory is not None else None
+        server = hashlib.sha256(stream.where.encode()).hexdigest()[:12]  # one record per server and prefix
+        self._path = directory / f"redis-events-{stream.prefix}-{server}.last" if directory is not None else None
         self._last: bytes | None = None  # the newest event applied; None until the first read
         self._lock = threading.Lock()  # one catch-up at a time: the poller's or close()'s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsupported = False
+        self._lost = False  # True between clearing for a gap and finding a new place in the stream
+        self._retries: dict[bytes, int] = {}  # event id -> failed tries so far
 
     # ---- publishing ------------------------------------------------------------------------
 
@@ -94,22 +107,26 @@ class Invalidations:
                                         name="llm_memo-invalidations", daemon=True)
         self._thread.start()
 
-    def catch_up(self) -> int:
-        """Apply every event published since the last one applied; return how many were applied."""
-        if self._unsupported:
+    def catch_up(self, wait: float = -1) -> int:
+        """Apply every event published since the last one applied; return how many were applied.
+        ``wait``: seconds to wait for a catch-up already running (-1: as long as it takes)."""
+        if self._unsupported or not self._lock.acquire(timeout=wait):
             return 0
-        with self._lock:
-            try:
-                return self._catch_up()
-            except Exception as exc:
-                if not self._note_unsupported(exc):
-                    logger.debug("llm_memo: reading invalidations failed (%s: %s); retrying in %g s",
-                                 type(exc).__name__, exc, self.poll)
-                return 0
+        try:
+            return self._catch_up()
+        except Exception as exc:
+            if not self._note_unsupported(exc):
+                logger.debug("llm_memo: reading invalidations failed (%s: %s); retrying in %g s",
+                             type(exc).__name__, exc, self.poll)
+            return 0
+        finally:
+            self._lock.release()
 
     def _catch_up(self) -> int:
         if self._last is None:
             self._last = self._read_last() or self._anchor()
+        # Other processes of this directory may have applied events to the shared disk already.
+        disk_done = _order(self._read_last() or b"0-0")
         applied, start = 0, self._last
         while True:
             events = self.stream.events(self._last)
@@ -119,9 +136,15 @@ class Invalidations:
             failed = False
             for event_id, fields in events[1:]:
                 if fields.get(b"origin") != self._origin:
-                    failed = not self._apply(fields)
-                    if failed:
+                    failed = not self._apply(fields, disk=_order(event_id) > disk_done)
+                    if failed and self._retries.get(event_id, 0) < _RETRIES:
+                        self._retries[event_id] = self._retries.get(event_id, 0) + 1
                         break  # retried at the next poll, from this event
+                    if failed:
+                        logger.warning("llm_memo: gave up applying an invalidation after %d tries (see DEBUG "
+                                       "lines); a local copy may outlive it until it expires", _RETRIES + 1)
+                        failed = False
+                    self._retries.pop(event_id, None)
                     applied += 1
                 self._last = event_id
             if failed or len(events) == 1:
@@ -139,19 +162,22 @@ class Invalidations:
         return newest
 
     def _forget_everything(self) -> None:
-        logger.warning("llm_memo: the Redis event stream no longer holds this cache's place (trimmed, evicted "
-                       "or lost), so invalidations may have been missed: clearing the local tiers")
-        self._apply({b"op": b"clear"})
-        self._last = self._anchor()
+        if not self._lost:  # once per lost place, however many polls it takes to find a new one
+            logger.warning("llm_memo: the Redis event stream no longer holds this cache's place (trimmed, "
+                           "evicted or lost), so invalidations may have been missed: clearing the local tiers")
+            self._apply({b"op": b"clear"}, disk=True)
+            self._lost = True
+        self._last = self._anchor()  # raises while Redis refuses writes: retried at the next poll
+        self._lost = False
 
-    def _apply(self, fields: dict[bytes, bytes]) -> bool:
-        """Apply one event to the local tiers; False when a tier failed (the event is retried)."""
+    def _apply(self, fields: dict[bytes, bytes], *, disk: bool) -> bool:
+        """Apply one event to the local tiers (the disk too when ``disk``); False when a tier failed."""
         op, arg = fields.get(b"op", b""), fields.get(b"arg", b"").decode("utf-8", "surrogatepass")
         if op == b"open":
             return True
         tiers = self.local
-        if self._directory and fields.get(b"dir") == self._directory:
-            tiers = [tier for tier in tiers if tier.name == "memory"]  # our shared disk is done already
+        if not disk or (self._directory and fields.get(b"dir") == self._directory):
+            tiers = [tier for tier in tiers if tier.name == "memory"]  # the shared disk is done already
         ok = True
         for tier in tiers:
             try:
@@ -178,7 +204,7 @@ class Invalidations:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._thread = None
-        self.catch_up()
+        self.catch_up(wait=5)  # a poller stuck on a server without timeouts must not hang close()
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -195,6 +221,9 @@ class Invalidations:
     def _remember(self, event_id: bytes) -> None:
         if self._path is None:
             return
+        recorded = self._read_last()
+        if recorded is not None and _order(recorded) >= _order(event_id):
+            return  # another process of this directory got further: never move the record back
         temporary = self._path.with_name(f"{self._path.name}.{os.getpid()}.{threading.get_ident()}")
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -236,9 +265,13 @@ def _directory_token(directory: Path) -> bytes:
             os.fsync(file.fileno())
     try:
         token = path.read_bytes().strip()
+        where = os.stat(directory)
     except OSError:
         return b""
-    return token if len(token) == 32 else b""  # unreadable or torn: treat events as foreign (safe)
+    if len(token) != 32:
+        return b""  # unreadable or torn: treat every event as foreign (safe)
+    # A copied directory (a restored CI cache, a baked image) keeps the file but not the inode.
+    return token + f":{where.st_dev}:{where.st_ino}".encode()
 
 
 def _poll(ref: weakref.ref[Invalidations], stop: threading.Event, every: float) -> None:

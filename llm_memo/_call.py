@@ -59,6 +59,30 @@ def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
     return model if isinstance(model, str) else None
 
 
+def _renewed(found: Hit | None, hit: Hit) -> Hit | None:
+    """`found` when it is a newer copy of `hit`'s entry, one that expires later: another process refreshed it."""
+    if found is None or (math.inf if found.expires_at is None else found.expires_at) <= (
+            math.inf if hit.expires_at is None else hit.expires_at):
+        return None
+    return found
+
+
+async def _take_lease(cache: Cache, key: str, seconds: float) -> str | None:
+    """`cache.lease` in a worker thread. The thread runs on if the task is cancelled meanwhile; a
+    lease it takes then is given back, so a cancelled caller never holds a key for `seconds`."""
+    loop = asyncio.get_running_loop()
+    taking = asyncio.ensure_future(asyncio.to_thread(cache.lease, key, seconds))
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        def give_back(done: asyncio.Future[str | None]) -> None:
+            if not done.cancelled() and done.exception() is None and done.result() is not None:
+                loop.run_in_executor(None, cache.release, key, done.result())
+
+        taking.add_done_callback(give_back)
+        raise
+
+
 class Plan(NamedTuple):
     """What one call means for the cache. key is None for a call that bypasses it; started is
     the perf_counter() reading when planning began (the DEBUG log reports lookup time from it)."""
@@ -311,9 +335,13 @@ class Engine:
         key = plan.key or ""
         try:
             token = cache.lease(key, self.lease) if self.lease else None
-            if self.lease and token is None:
-                self.count_hit(cache, hit, plan)
-                return hit.value
+            renewed = _renewed(cache.get_lower(key), hit) if token is not None else None  # by another process?
+            if renewed is not None or (self.lease and token is None):
+                if token is not None:
+                    cache.release(key, token)
+                served = renewed or hit
+                self.count_hit(cache, served, plan)
+                return served.value
             try:
                 start = time.perf_counter()
                 value = run()
@@ -334,10 +362,14 @@ class Engine:
         """The async twin of _refresh: the event loop keeps running while it leases and stores."""
         key = plan.key or ""
         try:
-            token = await asyncio.to_thread(cache.lease, key, self.lease) if self.lease else None
-            if self.lease and token is None:
-                self.count_hit(cache, hit, plan)
-                return hit.value
+            token = await _take_lease(cache, key, self.lease) if self.lease else None
+            renewed = _renewed(await asyncio.to_thread(cache.get_lower, key), hit) if token is not None else None
+            if renewed is not None or (self.lease and token is None):
+                if token is not None:
+                    await asyncio.to_thread(cache.release, key, token)
+                served = renewed or hit
+                self.count_hit(cache, served, plan)
+                return served.value
             try:
                 start = time.perf_counter()
                 value = await run()
@@ -385,7 +417,7 @@ class Engine:
             hit = await asyncio.to_thread(cache.get_lower, key)
             if hit is not None:
                 return hit, None
-            token = await asyncio.to_thread(cache.lease, key, self.lease)
+            token = await _take_lease(cache, key, self.lease)
             if token is not None:
                 return None, token
         return None, None
@@ -418,7 +450,7 @@ class Engine:
             lifetime = self.lifetime(plan.arguments)
             token = None
             if self.lease and lifetime[1] != 0:
-                token = await asyncio.to_thread(cache.lease, key, self.lease)
+                token = await _take_lease(cache, key, self.lease)
                 again = None
                 if token is None:
                     again, token = await self._await_for(cache, key)

@@ -32,27 +32,20 @@ def _entry_size(entry: _Entry) -> int:
 # Reads an entry without moving it to the most-recently-used end (TLRUCache.__getitem__ does).
 _peek = Cache.__getitem__
 
-# Fork safety: a lock held by another thread at fork time would stay held in the child forever
-# (the invalidation poller scans under it). Every memory tier's lock is taken just before a fork
-# and given back on both sides, so the child starts with all of them free.
+# Fork safety: a lock another thread held at fork time would stay held in the child forever, and
+# the entries it guarded may be half-updated there. A forked child therefore starts every memory
+# tier afresh, with a new lock and no entries (the disk and Redis tiers still hold them). Nothing is
+# taken in the parent, so forking can never wait on a lock, whoever holds it.
 _alive: weakref.WeakSet[MemoryTier] = weakref.WeakSet()
-_held: list[MemoryTier] = []
 
 
-def _take_locks() -> None:
-    _held.extend(_alive)
-    for tier in _held:
-        tier._lock.acquire()
-
-
-def _give_locks() -> None:
-    for tier in _held:
-        tier._lock.release()
-    _held.clear()
+def _start_afresh_in_child() -> None:
+    for tier in list(_alive):  # the child has one thread: nothing changes the set meanwhile
+        tier._reset()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_take_locks, after_in_parent=_give_locks, after_in_child=_give_locks)
+    os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
 class MemoryTier:
@@ -78,13 +71,17 @@ class MemoryTier:
     ) -> None:
         self._clock = clock
         self._tags_of = tags_of
+        self._maxsize, self._timer = maxsize, timer
+        self._reset()
+        self._closed = False
+        _alive.add(self)
+
+    def _reset(self) -> None:
         # cachetools is not thread-safe: every call on _cache happens under _lock.
         self._lock = threading.Lock()
         self._cache: TLRUCache[str, _Entry] = TLRUCache(
-            maxsize, ttu=self._deadline, timer=timer, getsizeof=_entry_size
+            self._maxsize, ttu=self._deadline, timer=self._timer, getsizeof=_entry_size
         )
-        self._closed = False
-        _alive.add(self)
 
     @property
     def maxsize(self) -> int:

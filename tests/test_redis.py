@@ -532,6 +532,48 @@ def test_forking_while_the_poller_scans_memory_never_deadlocks_the_child(redis_s
             scanner.join()
 
 
+def test_a_copied_directory_is_a_directory_of_its_own(redis_server: Server, tmp_path: Path) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "original", redis_url=redis_server.url, redis_prefix=prefix) as ca:
+        a = make_ask(ca, [])
+        a("x")
+        ca.close()
+        shutil.copytree(tmp_path / "original", tmp_path / "copy")  # a restored CI cache, a baked image
+        with Cache(tmp_path / "original", redis_url=redis_server.url, redis_prefix=prefix) as again, \
+                Cache(tmp_path / "copy", redis_url=redis_server.url, redis_prefix=prefix) as copy:
+            make_ask(again, []).invalidate("x")
+            assert forgotten(copy, make_ask(copy, []).cache_key("x"))  # its disk too, not only memory
+
+
+def test_an_event_a_tier_keeps_refusing_is_given_up_and_the_next_ones_apply(
+        redis_server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
+            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
+        a, b = make_ask(ca, []), make_ask(cb, [])
+        a("x")
+        b("x")
+        holder = sqlite3.connect(tmp_path / "b" / "cache.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # b's disk refuses every delete for as long as this lasts
+        try:
+            with caplog.at_level(logging.WARNING, logger="llm_memo"):
+                a.invalidate("x")
+                deadline = time.monotonic() + 30
+                while not any("gave up" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            assert any("gave up" in r.getMessage() for r in caplog.records)
+            a("y")
+            b("y")
+            a.invalidate("y")  # the stream moves on: later events reach b's memory at least
+            deadline = time.monotonic() + 30
+            while cb.tiers[0].get(b.cache_key("y")) is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert cb.tiers[0].get(b.cache_key("y")) is None
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+
 def test_a_cache_dropped_without_close_stops_listening(redis_server: Server, tmp_path: Path) -> None:
     def listeners() -> int:
         return sum(t.name == "llm_memo-invalidations" and t.is_alive() for t in threading.enumerate())

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -131,3 +132,15 @@ def test_early_refresh_must_be_a_number_at_least_zero(beta: Any) -> None:
         @llm_cache(early_refresh=beta)
         def ask(question: str) -> str:
             return question
+
+
+def test_a_second_process_finds_the_entry_refreshed_and_serves_it(tmp_path: Path, clock: FakeClock) -> None:
+    calls: list[str] = []
+    with Cache(tmp_path / "c", clock=clock) as first, Cache(tmp_path / "c", clock=clock) as second:
+        a, b = counted(first, calls), counted(second, calls)
+        a("q")
+        b("q")  # both processes now hold the entry in memory
+        clock.advance(TTL - 0.001)
+        assert a("q") == "answer 2"  # the first refreshes it
+        assert b("q") == "answer 2"  # the second, due too, takes the lease and finds it renewed on disk
+        assert calls == ["q", "q"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import math
 import os
@@ -272,6 +273,36 @@ def test_a_locked_disk_never_stalls_the_event_loop(tmp_path: Path, caplog: pytes
     assert len(warned) == 1 and "TimeoutError" in warned[0], warned  # one outage, one warning
     # Not a speed assertion: a write blocks for a second, so a loop that ran one would stall that long.
     assert worst < 0.5, f"the event loop stalled for {worst:.2f} s"
+
+
+def test_a_task_cancelled_while_taking_a_lease_gives_it_back(tmp_path: Path) -> None:
+    with Cache(tmp_path / "c") as cache:
+
+        @llm_cache(cache=cache, ttl=60, lease=60)
+        async def ask(question: str) -> str:
+            return question.upper()
+
+        asyncio.run(ask("warm"))  # opens the database
+        holder = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the lease's write waits on this lock in a worker thread
+
+        async def cancel_midway() -> None:
+            task = asyncio.create_task(ask("cold"))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            holder.execute("ROLLBACK")  # the worker thread now takes the lease, for nobody
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(1.0)  # the lease is given back from the worker pool
+
+        try:
+            asyncio.run(cancel_midway())
+        finally:
+            holder.close()
+        key = ask.cache_key("cold")
+        token = cache.lease(key, 5)
+        assert token is not None, "the cancelled task's lease would block this key for 60 s"
+        cache.release(key, token)
 
 
 def test_promotion_never_extends_a_lifetime(tmp_path: Path, clock: FakeClock) -> None:

@@ -576,6 +576,37 @@ def test_an_interrupt_inside_a_disk_write_rolls_it_back(tmp_path, clock, monkeyp
     tier.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_memory_tier_afresh_and_forks_never_wait(clock):
+    tier = MemoryTier(clock=clock)
+    tier.set(k("parent"), b"p", None, ("t",))
+    pids: list[int] = []
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: an empty tier with a free lock, whatever the parent's threads held
+            code = 1
+            try:
+                if tier.get(k("parent")) is None:
+                    tier.set(k("child"), b"c", None)
+                    code = 0 if tier.get(k("child")) == b"c" and len(tier) == 1 else 1
+            finally:
+                os._exit(code)
+        pids.append(pid)
+
+    with tier._lock:  # held by this thread as it forks, from two threads at once: no deadlock
+        forkers = [threading.Thread(target=fork) for _ in range(2)]
+        for forker in forkers:
+            forker.start()
+        for forker in forkers:
+            forker.join(30)
+    assert len(pids) == 2
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert tier.get(k("parent")) == b"p"  # the parent keeps its entries
+
+
 def test_disk_survives_fork(tmp_path, clock):
     tier = DiskTier(tmp_path, clock=clock)
     tier.set(k("parent"), b"p", None)
