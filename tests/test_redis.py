@@ -395,15 +395,23 @@ def forgotten(cache: Cache, key: str, within: float = 10.0) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def two_machines(url: str, tmp_path: Path, calls: list[str] | None = None) -> Iterator[tuple[Cache, Cache, Any, Any]]:
+    """(cache a, cache b, a's ask, b's ask) sharing one Redis, after a computed "x" and b read it,
+    so b holds copies of "x" in its own memory and disk tiers."""
+    prefix = fresh_prefix()
+    with Cache(tmp_path / "a", redis_url=url, redis_prefix=prefix) as ca, \
+            Cache(tmp_path / "b", redis_url=url, redis_prefix=prefix) as cb:
+        a, b = make_ask(ca, []), make_ask(cb, [] if calls is None else calls)
+        a("x")
+        b("x")
+        yield ca, cb, a, b
+
+
 @pytest.mark.parametrize("how", ["function", "tag", "call", "many", "clear"])
 def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, tmp_path: Path, how: str) -> None:
-    prefix = fresh_prefix()
-    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
-            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
-        calls: list[str] = []
-        a, b = make_ask(ca, []), make_ask(cb, calls)
-        a("x")
-        b("x")  # b now holds a copy in its memory and disk tiers
+    calls: list[str] = []
+    with two_machines(redis_server.url, tmp_path, calls) as (ca, cb, a, b):
         assert dict(b.cache_info().hits_by_tier) == {"redis": 1} and calls == []
         {"function": lambda: ca.invalidate(function=a), "tag": lambda: ca.invalidate(tag=a.__llm_memo_tag__),
          "call": lambda: a.invalidate("x"), "many": lambda: ca.delete_many([k(1), a.cache_key("x"), k(2)]),
@@ -414,24 +422,14 @@ def test_invalidation_reaches_other_machines_local_copies(redis_server: Server, 
 
 
 def test_resp3_clients_get_the_events_too(redis_server: Server, tmp_path: Path) -> None:
-    prefix, url = fresh_prefix(), redis_server.url + "?protocol=3"
-    with Cache(tmp_path / "a", redis_url=url, redis_prefix=prefix) as ca, \
-            Cache(tmp_path / "b", redis_url=url, redis_prefix=prefix) as cb:
-        a, b = make_ask(ca, []), make_ask(cb, [])
-        a("x")
-        b("x")
+    with two_machines(redis_server.url + "?protocol=3", tmp_path) as (_, cb, a, b):
         a.invalidate("x")
         assert forgotten(cb, b.cache_key("x"))
 
 
 def test_an_event_that_meets_a_locked_disk_is_applied_once_the_lock_goes(redis_server: Server,
                                                                          tmp_path: Path) -> None:
-    prefix = fresh_prefix()
-    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
-            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
-        a, b = make_ask(ca, []), make_ask(cb, [])
-        a("x")
-        b("x")
+    with two_machines(redis_server.url, tmp_path) as (_, cb, a, b):
         holder = sqlite3.connect(tmp_path / "b" / "cache.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another process of b's directory, writing for a while
         try:
@@ -547,12 +545,7 @@ def test_a_copied_directory_is_a_directory_of_its_own(redis_server: Server, tmp_
 
 def test_an_event_a_tier_keeps_refusing_is_given_up_and_the_next_ones_apply(
         redis_server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    prefix = fresh_prefix()
-    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
-            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
-        a, b = make_ask(ca, []), make_ask(cb, [])
-        a("x")
-        b("x")
+    with two_machines(redis_server.url, tmp_path) as (_, cb, a, b):
         holder = sqlite3.connect(tmp_path / "b" / "cache.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # b's disk refuses every delete for as long as this lasts
         try:
@@ -632,13 +625,8 @@ def test_a_machine_away_for_too_many_events_clears_its_local_tiers(redis_server:
 
 
 def test_every_invalidation_reaches_the_other_machine(redis_server: Server, tmp_path: Path) -> None:
-    prefix = fresh_prefix()
-    with Cache(tmp_path / "a", redis_url=redis_server.url, redis_prefix=prefix) as ca, \
-            Cache(tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix) as cb:
-        calls: list[str] = []
-        a, b = make_ask(ca, []), make_ask(cb, calls)
-        a("x")
-        b("x")
+    calls: list[str] = []
+    with two_machines(redis_server.url, tmp_path, calls) as (_, cb, a, b):
         a.invalidate("x")
         assert forgotten(cb, b.cache_key("x"))
         a("x")
