@@ -155,20 +155,27 @@ class Invalidations:
 
     def _anchor(self) -> bytes:
         """Our place in a stream we have never read: its newest event, or one we add to an empty one."""
-        newest = self.stream.newest_event()
-        if newest is None:
-            newest = self.stream.publish({b"op": b"open", b"origin": self._origin, b"dir": self._directory})
+        newest = self.stream.newest_event() or self.stream.publish(
+            {b"op": b"open", b"origin": self._origin, b"dir": self._directory})
         self._remember(newest)
         return newest
 
     def _forget_everything(self) -> None:
-        if not self._lost:  # once per lost place, however many polls it takes to find a new one
+        """Clear the local tiers and take the stream's newest event as our place. The place is read
+        first, so an event published meanwhile is read next; while Redis or a tier refuses, nothing
+        moves and the next poll tries again (the warning is given once)."""
+        newest = self.stream.newest_event() or self.stream.publish(
+            {b"op": b"open", b"origin": self._origin, b"dir": self._directory})
+        if not self._lost:
             logger.warning("llm_memo: the Redis event stream no longer holds this cache's place (trimmed, "
                            "evicted or lost), so invalidations may have been missed: clearing the local tiers")
-            self._apply({b"op": b"clear"}, disk=True)
             self._lost = True
-        self._last = self._anchor()  # raises while Redis refuses writes: retried at the next poll
+        if not self._apply({b"op": b"clear"}, disk=True):
+            return
         self._lost = False
+        self._retries.clear()
+        self._last = newest
+        self._remember(newest, force=True)  # the old record names a stream that is gone
 
     def _apply(self, fields: dict[bytes, bytes], *, disk: bool) -> bool:
         """Apply one event to the local tiers (the disk too when ``disk``); False when a tier failed."""
@@ -197,14 +204,15 @@ class Invalidations:
         return ok
 
     def close(self) -> None:
-        """Stop polling, then catch up a last time so the next process here starts past our events."""
+        """Stop polling, then catch up a last time so the next process here starts past our events
+        (at most 5 s in all)."""
         if self._stop.is_set():
             return
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=2.5)
         self._thread = None
-        self.catch_up(wait=5)  # a poller stuck on a server without timeouts must not hang close()
+        self.catch_up(wait=2.5)  # a poller stuck on a server without timeouts must not hang close()
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -218,10 +226,10 @@ class Invalidations:
         ms, dash, seq = text.partition(b"-")
         return text if dash and ms.isdigit() and seq.isdigit() else None
 
-    def _remember(self, event_id: bytes) -> None:
+    def _remember(self, event_id: bytes, *, force: bool = False) -> None:
         if self._path is None:
             return
-        recorded = self._read_last()
+        recorded = None if force else self._read_last()
         if recorded is not None and _order(recorded) >= _order(event_id):
             return  # another process of this directory got further: never move the record back
         temporary = self._path.with_name(f"{self._path.name}.{os.getpid()}.{threading.get_ident()}")

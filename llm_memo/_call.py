@@ -68,18 +68,30 @@ def _renewed(found: Hit | None, hit: Hit) -> Hit | None:
 
 
 async def _take_lease(cache: Cache, key: str, seconds: float) -> str | None:
-    """`cache.lease` in a worker thread. The thread runs on if the task is cancelled meanwhile; a
-    lease it takes then is given back, so a cancelled caller never holds a key for `seconds`."""
-    loop = asyncio.get_running_loop()
-    taking = asyncio.ensure_future(asyncio.to_thread(cache.lease, key, seconds))
-    try:
-        return await asyncio.shield(taking)
-    except asyncio.CancelledError:
-        def give_back(done: asyncio.Future[str | None]) -> None:
-            if not done.cancelled() and done.exception() is None and done.result() is not None:
-                loop.run_in_executor(None, cache.release, key, done.result())
+    """`cache.lease` in a worker thread. The thread runs on if the task is cancelled meanwhile (or
+    its loop closes); whichever side finds the other gone gives the lease back, in a thread, so a
+    cancelled caller never holds a key for `seconds`."""
+    guard = threading.Lock()
+    state: dict[str, Any] = {"abandoned": False, "token": None}
 
-        taking.add_done_callback(give_back)
+    def take() -> str | None:
+        token = cache.lease(key, seconds)
+        with guard:
+            if state["abandoned"]:
+                if token is not None:
+                    cache.release(key, token)
+                return None
+            state["token"] = token
+        return token
+
+    try:
+        return await asyncio.to_thread(take)
+    except asyncio.CancelledError:
+        with guard:
+            state["abandoned"] = True
+            token = state["token"]
+        if token is not None:  # taken just before the cancellation landed
+            threading.Thread(target=cache.release, args=(key, token), daemon=True).start()
         raise
 
 
@@ -361,12 +373,11 @@ class Engine:
     async def _arefresh(self, cache: Cache, plan: Plan, hit: Hit, run: Callable[[], Any]) -> Any:
         """The async twin of _refresh: the event loop keeps running while it leases and stores."""
         key = plan.key or ""
+        token = None
         try:
             token = await _take_lease(cache, key, self.lease) if self.lease else None
             renewed = _renewed(await asyncio.to_thread(cache.get_lower, key), hit) if token is not None else None
             if renewed is not None or (self.lease and token is None):
-                if token is not None:
-                    await asyncio.to_thread(cache.release, key, token)
                 served = renewed or hit
                 self.count_hit(cache, served, plan)
                 return served.value
@@ -380,12 +391,13 @@ class Engine:
                 self._refresh_failed(exc)
                 self.count_hit(cache, hit, plan)
                 return hit.value
-            finally:
+        finally:
+            try:
                 if token is not None:
                     await asyncio.to_thread(cache.release, key, token)
-        finally:
-            with self._refreshing_lock:
-                self._refreshing.discard(key)
+            finally:  # even when cancelled while giving the lease back
+                with self._refreshing_lock:
+                    self._refreshing.discard(key)
 
     def _refresh_failed(self, exc: Exception) -> None:
         logger.warning("llm_memo: early refresh of %s failed (%s: %s); serving the stored answer, which is "
@@ -449,26 +461,24 @@ class Engine:
         async def compute() -> Any:
             lifetime = self.lifetime(plan.arguments)
             token = None
-            if self.lease and lifetime[1] != 0:
-                token = await _take_lease(cache, key, self.lease)
-                again = None
-                if token is None:
-                    again, token = await self._await_for(cache, key)
-                if token is not None:  # a holder may have stored it and let go since our miss
-                    again = again or await asyncio.to_thread(cache.get_lower, key)
-                if again is not None:
-                    if token is not None:
-                        await asyncio.to_thread(cache.release, key, token)
-                    return again
-            try:
+            try:  # from the lease on, a cancellation anywhere still gives the lease back
+                if self.lease and lifetime[1] != 0:
+                    token = await _take_lease(cache, key, self.lease)
+                    again = None
+                    if token is None:
+                        again, token = await self._await_for(cache, key)
+                    if token is not None:  # a holder may have stored it and let go since our miss
+                        again = again or await asyncio.to_thread(cache.get_lower, key)
+                    if again is not None:
+                        return again
                 start = time.perf_counter()
                 value = await wrapped(*args, **kwargs)
                 latency = time.perf_counter() - start
                 await asyncio.to_thread(self.store, cache, plan, value, latency, lifetime)
+                return value
             finally:
                 if token is not None:
                     await asyncio.to_thread(cache.release, key, token)
-            return value
 
         value, led = await self.aflights.run(key, compute)
         if isinstance(value, Hit):

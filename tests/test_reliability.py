@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -275,7 +276,8 @@ def test_a_locked_disk_never_stalls_the_event_loop(tmp_path: Path, caplog: pytes
     assert worst < 0.5, f"the event loop stalled for {worst:.2f} s"
 
 
-def test_a_task_cancelled_while_taking_a_lease_gives_it_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["task cancelled", "loop closed"])
+def test_a_task_cancelled_while_taking_a_lease_gives_it_back(tmp_path: Path, how: str) -> None:
     with Cache(tmp_path / "c") as cache:
 
         @llm_cache(cache=cache, ttl=60, lease=60)
@@ -283,7 +285,7 @@ def test_a_task_cancelled_while_taking_a_lease_gives_it_back(tmp_path: Path) -> 
             return question.upper()
 
         asyncio.run(ask("warm"))  # opens the database
-        holder = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+        holder = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None, check_same_thread=False)
         holder.execute("BEGIN IMMEDIATE")  # the lease's write waits on this lock in a worker thread
 
         async def cancel_midway() -> None:
@@ -295,8 +297,17 @@ def test_a_task_cancelled_while_taking_a_lease_gives_it_back(tmp_path: Path) -> 
                 await task
             await asyncio.sleep(1.0)  # the lease is given back from the worker pool
 
+        async def give_up_midway() -> None:  # asyncio.run then cancels what is left, and closes its loop
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ask("cold"), 0.2)
+
         try:
-            asyncio.run(cancel_midway())
+            if how == "task cancelled":
+                asyncio.run(cancel_midway())
+            else:  # the lock goes while asyncio.run waits for the worker: it takes the lease for nobody
+                threading.Timer(0.5, holder.execute, ("ROLLBACK",)).start()
+                asyncio.run(give_up_midway())
+                time.sleep(0.5)
         finally:
             holder.close()
         key = ask.cache_key("cold")
