@@ -1,7 +1,7 @@
 """Invalidations: what one machine deletes, invalidates or clears, the others' local tiers forget.
 
 With a Redis tier, ``Cache.delete``, ``delete_many``, ``invalidate`` and ``clear`` also append an
-event to the stream ``{prefix}:events`` (the newest ``EVENTS_KEPT`` are kept). Every cache sharing
+event to the stream ``{prefix}:events`` (the newest 10,000 are kept). Every cache sharing
 that Redis reads the stream when it opens, every ``poll`` seconds in a daemon thread, and when it
 closes, and applies the events of other caches to its own memory and disk tiers (Redis itself was
 done by the publisher). Events from a cache on the same directory reach the memory tier only:
@@ -82,8 +82,8 @@ class Invalidations:
     # ---- publishing ------------------------------------------------------------------------
 
     def publish(self, op: str, arg: str = "") -> None:
-        """Tell the other caches to apply ``op`` ("key", "keys": a JSON list, "tag" or "clear") to
-        their local tiers."""
+        """Tell the other caches to apply ``op`` ("keys": a JSON list, "tag" or "clear") to their
+        local tiers."""
         if self._unsupported:
             return
         try:
@@ -153,10 +153,14 @@ class Invalidations:
             self._remember(self._last)
         return applied
 
-    def _anchor(self) -> bytes:
-        """Our place in a stream we have never read: its newest event, or one we add to an empty one."""
-        newest = self.stream.newest_event() or self.stream.publish(
+    def _newest(self) -> bytes:
+        """The stream's newest event, or one we add to an empty stream: a place to read on from."""
+        return self.stream.newest_event() or self.stream.publish(
             {b"op": b"open", b"origin": self._origin, b"dir": self._directory})
+
+    def _anchor(self) -> bytes:
+        """Our place in a stream we have never read, recorded for this directory."""
+        newest = self._newest()
         self._remember(newest)
         return newest
 
@@ -164,8 +168,7 @@ class Invalidations:
         """Clear the local tiers and take the stream's newest event as our place. The place is read
         first, so an event published meanwhile is read next; while Redis or a tier refuses, nothing
         moves and the next poll tries again (the warning is given once)."""
-        newest = self.stream.newest_event() or self.stream.publish(
-            {b"op": b"open", b"origin": self._origin, b"dir": self._directory})
+        newest = self._newest()
         if not self._lost:
             logger.warning("llm_memo: the Redis event stream no longer holds this cache's place (trimmed, "
                            "evicted or lost), so invalidations may have been missed: clearing the local tiers")
@@ -188,9 +191,7 @@ class Invalidations:
         ok = True
         for tier in tiers:
             try:
-                if op == b"key":
-                    tier.delete(arg)
-                elif op == b"keys":
+                if op == b"keys":
                     for key in orjson.loads(arg):
                         tier.delete(key)
                 elif op == b"tag":

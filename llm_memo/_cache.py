@@ -318,9 +318,7 @@ class Cache:
 
     def delete(self, key: str) -> bool:
         """Remove `key` from every tier (other machines' copies too, with Redis); True if any tier had it."""
-        removed = self._each(lambda tier: int(tier.delete(key))) > 0
-        self._broadcast("key", key)
-        return removed
+        return self.delete_many([key]) > 0
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Remove each of `keys` from every tier, telling other machines in a few events rather than

@@ -60,9 +60,9 @@ def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
 
 
 def _renewed(found: Hit | None, hit: Hit) -> Hit | None:
-    """`found` when it is a newer copy of `hit`'s entry, one that expires later: another process refreshed it."""
-    if found is None or (math.inf if found.expires_at is None else found.expires_at) <= (
-            math.inf if hit.expires_at is None else hit.expires_at):
+    """`found` when it is a newer copy of `hit`'s entry (due for refresh, so it has an expiry), one that
+    expires later: another process refreshed it."""
+    if found is None or (found.expires_at is not None and found.expires_at <= (hit.expires_at or 0.0)):
         return None
     return found
 
@@ -345,12 +345,11 @@ class Engine:
         """Recompute and store a hit's value unless another process holds its lease; the stored answer
         when it does, or when the call fails (the entry is still live: a refresh never costs a caller)."""
         key = plan.key or ""
+        token = None
         try:
             token = cache.lease(key, self.lease) if self.lease else None
             renewed = _renewed(cache.get_lower(key), hit) if token is not None else None  # by another process?
             if renewed is not None or (self.lease and token is None):
-                if token is not None:
-                    cache.release(key, token)
                 served = renewed or hit
                 self.count_hit(cache, served, plan)
                 return served.value
@@ -363,10 +362,9 @@ class Engine:
                 self._refresh_failed(exc)
                 self.count_hit(cache, hit, plan)
                 return hit.value
-            finally:
-                if token is not None:
-                    cache.release(key, token)
         finally:
+            if token is not None:
+                cache.release(key, token)
             with self._refreshing_lock:
                 self._refreshing.discard(key)
 

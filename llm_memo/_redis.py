@@ -22,7 +22,7 @@ from redis.retry import Retry
 
 from ._tier import check_entry
 
-__all__ = ["EVENTS_KEPT", "RedisTier", "RedisUnavailable"]
+__all__ = ["RedisTier", "RedisUnavailable"]
 
 logger = logging.getLogger("llm_memo")
 T = TypeVar("T")
@@ -34,7 +34,7 @@ _HEADER = struct.Struct("!4sdI")
 _MAGIC = b"LMR1"
 _PEEK = _HEADER.size + 512  # bytes read to learn an entry's tags (longer lists: a second read)
 _BATCH = 500  # keys per round trip when scanning, invalidating or clearing
-EVENTS_KEPT = 10_000  # invalidation events the stream keeps for machines that were away
+_EVENTS_KEPT = 10_000  # invalidation events the stream keeps for machines that were away
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # "Redis is not answering": these open the breaker. Errors Redis answers with (OOM, READONLY,
 # WRONGTYPE) prove it reachable and fail that one call only.
@@ -413,8 +413,8 @@ class RedisTier:
     # ---- the event stream (llm_memo._broadcast) -------------------------------------------
 
     def publish(self, event: dict[bytes, bytes]) -> bytes:
-        """Append ``event`` to ``{prefix}:events``, a stream of the newest EVENTS_KEPT; return its id."""
-        return self._run(lambda client: client.xadd(self._ekey, event, maxlen=EVENTS_KEPT, approximate=False))
+        """Append ``event`` to ``{prefix}:events``, a stream of the newest _EVENTS_KEPT; return its id."""
+        return self._run(lambda client: client.xadd(self._ekey, event, maxlen=_EVENTS_KEPT, approximate=False))
 
     def events(self, since: bytes, count: int = _BATCH) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Up to ``count`` events from the stream id ``since`` on, ``since`` itself included when it

@@ -448,7 +448,7 @@ def test_a_gap_while_running_clears_the_local_tiers(redis_server: Server, tmp_pa
         b("x")
         client = redis.Redis.from_url(redis_server.url)
         pipe = client.pipeline(transaction=False)
-        event = {b"op": b"key", b"arg": b.cache_key("x").encode(), b"origin": b"elsewhere", b"dir": b""}
+        event = {b"op": b"keys", b"arg": orjson.dumps([b.cache_key("x")]), b"origin": b"elsewhere", b"dir": b""}
         pipe.xadd(f"{prefix}:events", event, maxlen=10_000, approximate=False)
         for i in range(10_000):  # a flood between two polls trims the event away before b reads it
             pipe.xadd(f"{prefix}:events", {b"op": b"tag", b"arg": f"other{i}".encode(), b"origin": b"elsewhere",
