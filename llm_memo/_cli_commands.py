@@ -7,6 +7,7 @@ import fnmatch
 import importlib
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,13 +190,22 @@ def cmd_export(cache: Cache, args: argparse.Namespace, out: Out) -> int:
             out.text(data.decode())
     else:
         try:
-            Path(args.file).write_bytes(data)
+            _write_private(args.file, data)
         except OSError as exc:
             raise CommandError(f"cannot write {args.file}: {exc.strerror or exc}") from None
     where = "stdout" if args.file == "-" else args.file
     out.note(f"exported {count} {'entry' if count == 1 else 'entries'} to {where}"
              + (f"; skipped {pickled} pickled (not portable)" if pickled else ""))
     return 0
+
+
+def _write_private(path: str, data: bytes) -> None:
+    """Write an export 0600 (it holds prompts and answers), an existing file included."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "wb") as file:
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):  # not /dev/stdout or a pipe
+            os.fchmod(descriptor, 0o600)
+        file.write(data)
 
 
 def cmd_import(cache: Cache, args: argparse.Namespace, out: Out) -> int:
