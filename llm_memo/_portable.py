@@ -16,6 +16,7 @@ import orjson
 from ._cache import Stored
 from ._canonical import TAG
 from ._codec import FLAG_PLAIN, CorruptEntry, Header, decode_value
+from ._redact import preview
 
 __all__ = ["EXPORT_VERSION", "export_record", "parse_record"]
 
@@ -25,9 +26,11 @@ _CLASS_TAGS = ("enum", "dataclass", "pydantic")
 
 
 def export_record(stored: Stored) -> dict[str, Any]:
-    """One entry as a portable JSON object: the envelope's fields, the value as tagged JSON."""
+    """One entry as a portable JSON object: the envelope's fields, the value as tagged JSON, the call redacted."""
     meta = dict(stored.metadata)
     tags = meta.pop("tags", [])
+    if isinstance(meta.get("args"), dict):  # redacted again: older versions stored more in clear
+        meta["args"] = {k: preview(v, name=k) for k, v in meta["args"].items()}
     h = stored.header
     return {"llm_memo_export": EXPORT_VERSION, "key": stored.key, "created_at": h.created_at,
             "expires_at": h.expires_at, "latency": h.latency, "tokens": h.tokens, "cost": h.cost,

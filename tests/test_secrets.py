@@ -248,3 +248,17 @@ def test_an_export_is_written_0600(tmp_path: Path, mask: int) -> None:
             _cli(tmp_path / "cache", "export", str(path))
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
             assert path.read_bytes().count(b"\n") == 1
+
+
+def test_an_export_redacts_arguments_an_older_version_stored_in_clear(tmp_path: Path) -> None:
+    """Entries written before these rules may hold secrets in their metadata: the export file does not."""
+    old = {"function": "app.ask", "args": {"prompt": f"{MARKER} with {VALUES['groq']}", "accessToken": "plain-old-24",
+                                           "headers": {"x-api-key": "plain-old-25"}}}
+    with Cache(tmp_path / "cache") as cache:
+        cache.set("a" * 64, "answer", lifetime=None, metadata=old)
+    export = tmp_path / "export.jsonl"
+    _cli(tmp_path / "cache", "export", str(export))
+    data = export.read_bytes()
+    assert MARKER.encode() in data
+    for secret in (VALUES["groq"], "plain-old-24", "plain-old-25"):
+        assert secret.encode() not in data, secret
