@@ -76,7 +76,7 @@ _AWS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[A-Z0-9
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*")
 _BEARER = re.compile(r"(?i:\b(bearer|token)\s+)([A-Za-z0-9._~+/\-]{8,}=*)")
 _BASIC = re.compile(r"(?i:\bbasic\s+)([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])")
-_URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s/?#@]*:[^\s/?#@]*@")
+_URL_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s/?#@:]*:[^\s/?#@]*@")
 _NAMED = re.compile(r"(?<![\w\-])([A-Za-z_][\w\-]*)(['\"]?\s*[:=](?!//)\s*['\"]?)")  # name= / "name": / name:
 _VALUE = re.compile(r"(?:[^\s'\",;&#}\]:]|:(?!\s))+")
 
@@ -112,8 +112,10 @@ def _assignments(text: str) -> str:
     pieces, done = [], 0
     for named in _NAMED.finditer(text):
         name, separator = named.groups()
+        if named.start() < done or not secret_name(name):
+            continue
         value = _VALUE.match(text, named.end())
-        if value is None or named.start() < done or value.group() == REDACTED or not secret_name(name):
+        if value is None or value.group() == REDACTED:
             continue
         words = _WORDS.findall(name)
         plain_word = len(words) == 1 and words[0].lower() not in ("password", "passwd", "pwd", "passphrase")
@@ -172,7 +174,7 @@ def preview(value: Any, *, name: str = "", limit: int = 200, depth: int = 0) -> 
         return "…"
     if isinstance(value, Mapping):
         items = list(value.items())[:50]
-        return {scrub(str(k)): preview(v, name=str(k), limit=limit, depth=depth + 1) for k, v in items}
+        return {scrub(str(k)[:limit]): preview(v, name=str(k), limit=limit, depth=depth + 1) for k, v in items}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_pair(v, limit, depth + 1) for v in list(value)[:50]]
     return f"<{type(value).__qualname__}>"
