@@ -69,7 +69,10 @@ def parse_record(line: bytes, now: float) -> tuple[str, Header, dict[str, Any], 
         raise ValueError("tags is not a list of strings")
     if not isinstance(meta, dict):
         raise ValueError("metadata is not an object")
-    value_json = orjson.dumps(rec["value"])
+    try:
+        value_json = orjson.dumps(rec["value"])
+    except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels)
+        raise ValueError("value: nested too deeply") from None
     flags = 0 if b"\\u0000" in value_json else FLAG_PLAIN
     try:
         decode_value(orjson.dumps(_without_classes(rec["value"])), flags)

@@ -105,3 +105,13 @@ def test_a_value_that_fails_to_decode_is_rejected(tmp_path: Path, value: Any, re
     assert second.startswith("rejected line 2: not JSON"), second
     with Cache(tmp_path / "cache") as cache:
         assert list(cache.keys()) == []
+
+
+@pytest.mark.parametrize("levels", [300, 1000])
+def test_a_value_nested_too_deeply_is_rejected(tmp_path: Path, levels: int) -> None:
+    deep = "[" * levels + "1" + "]" * levels
+    path = tmp_path / "in.jsonl"
+    path.write_text(_line("e" * 64, "DEEP").replace('"DEEP"', deep) + "\n")
+    result = cli(tmp_path / "cache", "import", str(path))
+    assert (result.returncode, result.stdout) == (1, "imported 0, already stored 0, rejected 1\n"), result.stderr
+    assert result.stderr == "rejected line 1: value: nested too deeply\n"
