@@ -70,6 +70,10 @@ def parse_record(line: bytes, now: float) -> tuple[str, Header, dict[str, Any], 
     if not isinstance(meta, dict):
         raise ValueError("metadata is not an object")
     try:
+        orjson.dumps(meta)
+    except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels): it could not be stored
+        raise ValueError("metadata: nested too deeply") from None
+    try:
         value_json = orjson.dumps(rec["value"])
     except orjson.JSONEncodeError:  # deeper than orjson writes (255 levels)
         raise ValueError("value: nested too deeply") from None

@@ -108,10 +108,13 @@ def test_a_value_that_fails_to_decode_is_rejected(tmp_path: Path, value: Any, re
 
 
 @pytest.mark.parametrize("levels", [300, 1000])
-def test_a_value_nested_too_deeply_is_rejected(tmp_path: Path, levels: int) -> None:
+@pytest.mark.parametrize("field", ["value", "metadata"])
+def test_a_field_nested_too_deeply_is_rejected(tmp_path: Path, levels: int, field: str) -> None:
     deep = "[" * levels + "1" + "]" * levels
+    line = _line("e" * 64, "DEEP").replace('"DEEP"', deep) if field == "value" else \
+        _line("e" * 64, 1).replace('"metadata": {}', '"metadata": {"x": ' + deep + "}")
     path = tmp_path / "in.jsonl"
-    path.write_text(_line("e" * 64, "DEEP").replace('"DEEP"', deep) + "\n")
+    path.write_text(line + "\n")
     result = cli(tmp_path / "cache", "import", str(path))
     assert (result.returncode, result.stdout) == (1, "imported 0, already stored 0, rejected 1\n"), result.stderr
-    assert result.stderr == "rejected line 1: value: nested too deeply\n"
+    assert result.stderr == f"rejected line 1: {field}: nested too deeply\n"
