@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ._cache import Cache, Hit, caching_enabled, default_cache, hooks
-from ._codec import allow_type, preview
+from ._codec import allow_type
 from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
 from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
 from ._keys import KeyMaker
 from ._policy import extract_prompt, resolve_lifetime, validate_policy, validate_ttl
 from ._records import Stats
+from ._redact import preview
 from ._stats import Counters
 from ._streams import arecord, areplay, record, replay
 
@@ -142,6 +143,7 @@ class Engine:
         self.aflights = AsyncFlights()
         self._warned = False
         self.savings: Callable[[Any], tuple[int, float]] | None = None  # (tokens, USD) a stored value saves
+        self.shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # arguments as metadata shows them
         # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
         self.semantic = semantic.attach(self) if semantic is not None else None
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 <= lease < float("inf"):
@@ -200,11 +202,12 @@ class Engine:
     def metadata(self, arguments: dict[str, Any], policy: Any) -> dict[str, Any]:
         """What an entry records about the call that produced it (secrets redacted)."""
         model = arguments.get("model")
+        shown = self.shown(arguments) if self.shown is not None else arguments
         return {
             "function": self.function,
             "policy": getattr(policy, "value", None),
             "model": model if isinstance(model, str) else None,
-            "args": {k: preview(v, name=k) for k, v in arguments.items() if k not in ("self", "cls")},
+            "args": {k: preview(v, name=k) for k, v in shown.items() if k not in ("self", "cls")},
         }
 
     def entry_tags(self, arguments: dict[str, Any]) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ import fnmatch
 import importlib
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -189,7 +190,7 @@ def cmd_export(cache: Cache, args: argparse.Namespace, out: Out) -> int:
             out.text(data.decode())
     else:
         try:
-            Path(args.file).write_bytes(data)
+            _write_private(args.file, data)
         except OSError as exc:
             raise CommandError(f"cannot write {args.file}: {exc.strerror or exc}") from None
     where = "stdout" if args.file == "-" else args.file
@@ -198,35 +199,47 @@ def cmd_export(cache: Cache, args: argparse.Namespace, out: Out) -> int:
     return 0
 
 
+def _write_private(path: str, data: bytes) -> None:
+    """Write an export 0600 (it holds prompts and answers), an existing file included."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "wb") as file:
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):  # not /dev/stdout or a pipe
+            os.fchmod(descriptor, 0o600)
+        file.write(data)
+
+
 def cmd_import(cache: Cache, args: argparse.Namespace, out: Out) -> int:
     try:
         raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     now = cache.clock()
-    imported = present = 0
-    skipped: list[str] = []
+    imported = present = expired = 0
+    rejected: list[str] = []
     for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         try:
             key, header, meta, value_json = parse_record(line, now)
         except ValueError as exc:
-            skipped.append(f"line {n}: {exc}")
+            if str(exc) == "expired":
+                expired += 1  # stale, not wrong: skipped quietly
+            else:
+                rejected.append(f"line {n}: {exc}")
             continue
         if key in cache:
             present += 1
         elif cache.restore(key, header, meta, value_json):
             imported += 1
         else:
-            skipped.append(f"line {n}: no tier could store it")
-    for reason in skipped[:20]:
-        out.note(f"skipped {reason}")
-    if len(skipped) > 20:
-        out.note(f"skipped {len(skipped) - 20} more lines")
-    out.text(f"imported {imported}, already stored {present}, skipped {len(skipped)}")
-    invalid = [s for s in skipped if not s.endswith(": expired")]
-    return 1 if invalid else 0
+            rejected.append(f"line {n}: no tier could store it")
+    for reason in rejected[:20]:
+        out.note(f"rejected {reason}")
+    if len(rejected) > 20:
+        out.note(f"rejected {len(rejected) - 20} more lines")
+    out.text(f"imported {imported}, already stored {present}"
+             + (f", expired {expired}" if expired else "") + (f", rejected {len(rejected)}" if rejected else ""))
+    return 1 if rejected else 0
 
 
 def cmd_warm(args: argparse.Namespace, out: Out) -> int:

@@ -23,7 +23,6 @@ import decimal
 import enum
 import math
 import pathlib
-import re
 import struct
 import sys
 import uuid
@@ -37,7 +36,7 @@ from ._canonical import TAG, is_plain
 
 __all__ = [
     "FLAG_PICKLE", "FLAG_PLAIN", "FORMAT", "CorruptEntry", "Header", "NewerFormat",
-    "UnencodableValue", "allow_type", "decode_value", "encode_value", "pack", "peek", "preview", "unpack",
+    "UnencodableValue", "allow_type", "decode_value", "encode_value", "pack", "peek", "unpack",
 ]
 
 FORMAT = 1
@@ -49,12 +48,6 @@ _BODY = struct.Struct(">dddIdBI")  # expires_at (NaN = never), created_at, laten
 _WHOLE = struct.Struct(">2sBIdddIdBI")  # _PREFIX then _BODY, read in one call on the hot path
 
 _allowed: dict[str, type] = {}
-_SECRET_NAME = re.compile(
-    r"(^|_|-)(api_?key|apikey|token|access_token|secret|password|passwd|authorization|credentials?|cookie|bearer)($|_|-)",
-    re.IGNORECASE,
-)
-_SECRET_VALUE = re.compile(r"^(sk-|sk_|rk_|Bearer\s|ghp_|gho_|github_pat_|xox[abpr]-|AKIA|AIza)")
-_REDACTED = "***"
 
 
 class CorruptEntry(Exception):
@@ -295,28 +288,3 @@ def unpack(data: bytes, *, verify: bool = True) -> tuple[Header, bytes, bytes]:
         raise CorruptEntry("truncated entry")
     header = Header(None if math.isnan(expiry) else expiry, created, latency, tokens, cost, flags)
     return header, data[start:start + meta_len], data[start + meta_len:]
-
-
-# ---- redacted previews --------------------------------------------------------------
-
-def preview(value: Any, *, name: str = "", limit: int = 200, depth: int = 0) -> Any:
-    """A short, JSON-native, secret-free picture of an argument for metadata and logs."""
-    if name and _SECRET_NAME.search(name):
-        return _REDACTED
-    if isinstance(value, str):
-        if _SECRET_VALUE.match(value):
-            return _REDACTED
-        text = value.encode("utf-8", "replace").decode("utf-8")
-        return text if len(text) <= limit else text[:limit] + "…"
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if depth >= 6:
-        return "…"
-    if isinstance(value, Mapping):
-        items = list(value.items())[:50]
-        return {str(k): preview(v, name=str(k), limit=limit, depth=depth + 1) for k, v in items}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [preview(v, limit=limit, depth=depth + 1) for v in list(value)[:50]]
-    return f"<{type(value).__qualname__}>"

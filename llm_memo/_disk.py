@@ -113,9 +113,18 @@ def _unpack(value: bytes) -> tuple[float, bytes] | None:
     return None
 
 
+def _make_directories(directory: str) -> None:
+    """os.makedirs, except that every directory it creates, parents too, is 0700 (as XDG asks)."""
+    parent = os.path.dirname(directory)
+    if parent and parent != directory and not os.path.isdir(parent):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            _make_directories(parent)
+    os.mkdir(directory, 0o700)
+
+
 def _prepare_directory(directory: str) -> None:
     try:
-        os.makedirs(directory, mode=0o700)
+        _make_directories(directory)
     except FileExistsError:
         if not os.path.isdir(directory):
             raise NotADirectoryError(f"cache directory {directory!r} is not a directory") from None

@@ -22,6 +22,7 @@ from ._call import Engine, Plan
 from ._errors import NonDeterministicCallError
 from ._policy import CachePolicy
 from ._pricing import cost_of, tokens_of
+from ._redact import public_url
 from ._sse import SSEParser, assemble_chat, cacheable, chat_chunks, response_events, to_sse
 
 __all__ = ["KEY_EXCLUDED", "wrap"]
@@ -107,6 +108,7 @@ class _Front:
                 semantic=None if deterministic else semantic,
             )
             engine.savings = _savings
+            engine.shown = _shown
             self.engines[kind] = engine
 
     def route(self, request: Any) -> _Route | None:
@@ -149,6 +151,12 @@ def _endpoint_function(kind: str) -> Callable[..., Any]:
     request.__module__ = "openai"
     request.__qualname__ = request.__name__ = {"chat": "chat.completions"}.get(kind, kind)
     return request
+
+
+def _shown(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The request as an entry records it: the endpoint without user name, password or query."""
+    endpoint = arguments.get("llm_memo_endpoint")
+    return {**arguments, "llm_memo_endpoint": public_url(endpoint)} if isinstance(endpoint, str) else arguments
 
 
 def _normal(value: Any) -> Any:

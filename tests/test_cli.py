@@ -261,8 +261,8 @@ def test_export_then_import_into_another_directory(populated: Path, tmp_path: Pa
     assert all(set(r) >= {"key", "created_at", "expires_at", "latency", "tokens", "cost", "tags", "value"}
                for r in records)
     result = cli(target, "import", str(out))
-    assert (result.returncode, result.stdout) == (0, "imported 4, already stored 0, skipped 0\n")
-    assert cli(target, "import", str(out)).stdout == "imported 0, already stored 4, skipped 0\n"
+    assert (result.returncode, result.stdout) == (0, "imported 4, already stored 0\n")
+    assert cli(target, "import", str(out)).stdout == "imported 0, already stored 4\n"
     assert sorted(cli(target, "ls").stdout.splitlines()) == sorted(cli(populated, "ls").stdout.splitlines())
     with Cache(populated) as before, Cache(target) as after:
         for record in records:
@@ -279,7 +279,7 @@ def test_export_to_stdout_with_a_filter(populated: Path) -> None:
     assert result.stderr == "exported 1 entry to stdout\n"
 
 
-def test_import_validates_every_line_and_reports_what_it_skipped(tmp_path: Path) -> None:
+def test_import_validates_every_line_and_reports_what_it_rejected(tmp_path: Path) -> None:
     now = time.time()
     good = export_line("c" * 64, created_at=now)
     lines = [
@@ -299,17 +299,16 @@ def test_import_validates_every_line_and_reports_what_it_skipped(tmp_path: Path)
     path.write_text("\n".join(lines) + "\n")
     result = cli(tmp_path / "cache", "import", str(path))
     assert result.returncode == 1
-    assert result.stdout == "imported 1, already stored 0, skipped 9\n"
-    skipped = result.stderr.splitlines()
-    assert skipped[0].startswith("skipped line 2: not JSON")
-    assert skipped[1] == "skipped line 3: not a JSON object"
-    assert skipped[2] == "skipped line 4: not an llm_memo export line (llm_memo_export must be 1)"
-    assert skipped[3] == "skipped line 5: key is not 64 hex digits"
-    assert skipped[4] == "skipped line 6: tokens is not a number >= 0"
-    assert skipped[5] == "skipped line 7: expired"
-    assert skipped[6].startswith("skipped line 8: value: a pickled entry")
-    assert skipped[7] == "skipped line 9: value: unknown value tag 'no-such-tag'"
-    assert skipped[8] == "skipped line 11: tags is not a list of strings"
+    assert result.stdout == "imported 1, already stored 0, expired 1, rejected 8\n"
+    rejected = result.stderr.splitlines()
+    assert rejected[0].startswith("rejected line 2: not JSON")
+    assert rejected[1] == "rejected line 3: not a JSON object"
+    assert rejected[2] == "rejected line 4: not an llm_memo export line (llm_memo_export must be 1)"
+    assert rejected[3] == "rejected line 5: key is not 64 hex digits"
+    assert rejected[4] == "rejected line 6: tokens is not a number >= 0"
+    assert rejected[5] == "rejected line 8: value: a pickle (code that runs when loaded)"
+    assert rejected[6] == "rejected line 9: value: unknown value tag 'no-such-tag'"
+    assert rejected[7] == "rejected line 11: tags is not a list of strings"
     with Cache(tmp_path / "cache") as cache:
         entry = cache.get_entry("c" * 64)
     assert entry is not None
@@ -321,7 +320,7 @@ def test_import_of_only_expired_lines_succeeds(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(export_line("f" * 64, created_at=1.0, expires_at=2.0) + "\n")
     result = cli(tmp_path / "cache", "import", str(path))
-    assert (result.returncode, result.stdout) == (0, "imported 0, already stored 0, skipped 1\n")
+    assert (result.returncode, result.stdout) == (0, "imported 0, already stored 0, expired 1\n")
 
 
 def test_import_of_a_missing_file(tmp_path: Path) -> None:
