@@ -8,12 +8,17 @@ disk, as the function's own classes, without paying again, and say why when it c
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
+from llm_memo._codec import UntrustedClass, decode_value
 from tests.conftest import run_python
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,7 +101,7 @@ def test_a_nested_pydantic_return_is_served_from_disk_in_a_new_process(tmp_path:
     first = child(tmp_path, "answers", body)
     second = child(tmp_path, "answers", body)
     assert first["misses"] == 1
-    assert second["out"] == first["out"][:4] + [0]  # the same classes and data, and the body did not run
+    assert second["out"] == [*first["out"][:4], 0]  # the same classes and data, and the body did not run
     assert (second["hits"], second["misses"], second["errors"]) == (1, 0, 0)
     assert second["tiers"] == {"disk": 1}
     assert not [line for line in second["logs"] if line[0] == "WARNING"]
@@ -168,18 +173,16 @@ def ask(shape: str) -> Union[Node, Page[Item], Box[Item], Report, None]:
 """
 
 
-@pytest.mark.parametrize("shape", ["tree", "page", "box", "report"])
-def test_unions_generics_containers_and_recursion_come_back_as_their_classes(tmp_path: Path, shape: str) -> None:
+def test_unions_generics_containers_and_recursion_come_back_as_their_classes(tmp_path: Path) -> None:
     write_module(tmp_path, "shapes", SHAPES)
-    body = f"""
-        got = shapes.ask({shape!r})
-        out = [repr(got), len(shapes.CALLS)]
+    body = """
+        out = [repr(shapes.ask(shape)) for shape in ("tree", "page", "box", "report")] + [len(shapes.CALLS)]
     """
     first = child(tmp_path, "shapes", body)
     second = child(tmp_path, "shapes", body)
-    assert first["out"][1] == 1
-    assert second["out"] == [first["out"][0], 0]  # the same repr: the same classes, all the way down
-    assert (second["hits"], second["errors"]) == (1, 0)
+    assert first["out"][4] == 4
+    assert second["out"] == [*first["out"][:4], 0]  # the same reprs: the same classes, all the way down
+    assert (second["hits"], second["errors"]) == (4, 0)
     assert not [line for line in second["logs"] if line[0] == "WARNING"]
 
 
@@ -206,10 +209,14 @@ def ask(question):
     return Answer(text=question, citations=[Citation(url="https://a.example")])
 
 
+class Reply(BaseModel):
+    text: str
+
+
 @llm_memo.llm_cache(policy="forever")
 def other(question):
     CALLS.append(question)
-    return Answer(text=question, citations=[])
+    return Reply(text=question)
 """
 
 
@@ -226,27 +233,27 @@ def test_allow_type_allows_what_the_class_reaches(tmp_path: Path) -> None:
     assert (second["hits"], second["errors"]) == (1, 0)
 
 
-def test_a_refused_class_says_which_why_and_the_fix_once_for_each_function(tmp_path: Path) -> None:
+def test_a_refused_class_says_which_why_and_the_fix_for_each_function(tmp_path: Path) -> None:
     write_module(tmp_path, "loose", UNANNOTATED)
     body = """
-        out = [repr(loose.ask("why")), repr(loose.other("why")), repr(loose.ask("how")), len(loose.CALLS)]
+        out = [repr(loose.ask("why")), repr(loose.other("why")), len(loose.CALLS)]
         more = loose.other.cache_info()
         out.append([more.hits, more.misses, more.errors])
     """
     first = child(tmp_path, "loose", body)
-    second = child(tmp_path, "loose", body)  # nothing allows Answer in a new process
-    assert second["out"][:3] == first["out"][:3]  # the right answer, computed again
-    assert second["out"][3] == 3
-    assert (second["hits"], second["misses"], second["errors"]) == (0, 2, 2)
-    assert second["out"][4] == [0, 1, 1]
+    second = child(tmp_path, "loose", body)  # nothing allows Answer or Reply in a new process
+    assert second["out"][:2] == first["out"][:2]  # the right answers, computed again
+    assert second["out"][2] == 2
+    assert (second["hits"], second["misses"], second["errors"]) == (0, 1, 1)
+    assert second["out"][3] == [0, 1, 1]
     warnings = [message for level, message in second["logs"] if level == "WARNING"]
-    assert len(warnings) == 2, warnings  # one per function, though ask was refused twice
-    assert [("loose.ask" in w, "loose.other" in w) for w in warnings] == [(True, False), (False, True)]
-    for message in warnings:
-        assert "loose:Answer" in message
+    assert len(warnings) == 2, warnings  # one for each function, not one per process
+    for message, function, cls in zip(warnings, ("ask", "other"), ("Answer", "Reply"), strict=True):
+        assert f"loose.{function}" in message
+        assert f"loose:{cls}" in message  # which class
         assert "not allowed" in message and "return annotation" in message  # why
-        assert "llm_memo.allow_type(loose.Answer)" in message  # the one line that fixes it
-        assert "corrupt" not in message.lower() and "CorruptEntry" not in message
+        assert f"llm_memo.allow_type(loose.{cls})" in message  # the one line that fixes it
+        assert "corrupt" not in message.lower()
 
 
 VICTIM = """
@@ -303,9 +310,12 @@ _HOSTILE_PATHS = [
 ]
 
 
-def test_hostile_class_names_are_refused_without_importing_anything_outside_the_sdk_types() -> None:
+@pytest.mark.parametrize("sdk", ["openai imported", "openai not imported"])
+def test_hostile_class_names_are_refused_without_importing_anything_outside_the_sdk_types(sdk: str) -> None:
     code = f"""
         import json, sys
+        if {sdk == "openai imported"}:
+            import openai
         import orjson
         from llm_memo._codec import UntrustedClass, decode_value
         refused, imported = [], set()
@@ -315,13 +325,24 @@ def test_hostile_class_names_are_refused_without_importing_anything_outside_the_
                 try:
                     decode_value(orjson.dumps({{"\\u0000": tag, "v": [path, {{}}]}}))
                 except UntrustedClass as exc:
-                    refused.append(exc.path)
+                    refused.append(exc.path in (path, repr(path)))  # repr when not a plain name
             imported |= set(sys.modules) - before
-        print(json.dumps([refused, sorted(m for m in imported if m.split(".")[0] != "openai")]))
+        print(json.dumps([refused, sorted(m for m in imported if not m.startswith("openai.types."))]))
     """
     refused, imported = json.loads(run_python(code).splitlines()[-1])
-    assert refused == [p for p in _HOSTILE_PATHS for _ in range(3)]
-    assert imported == []
+    assert refused == [True] * 3 * len(_HOSTILE_PATHS)
+    assert imported == []  # at most a module of the SDK's types package, and only once openai is imported
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40), st.text(max_size=40), st.sampled_from(["pydantic", "dataclass", "enum"]))
+def test_any_class_name_outside_the_allowed_is_refused_and_imports_nothing(module: str, name: str, tag: str) -> None:
+    assume(not module.startswith("openai.types."))
+    before = set(sys.modules)
+    with pytest.raises(UntrustedClass) as refused:
+        decode_value(orjson.dumps({"\x00": tag, "v": [f"{module}:{name}", {}]}))
+    assert set(sys.modules) == before
+    assert refused.value.path.isprintable()  # safe to log: a hostile name cannot forge log lines
 
 
 # ---- bullet 2 and 3: the openai SDK's own objects ---------------------------------------------
@@ -365,33 +386,40 @@ def server() -> Any:
         yield running
 
 
+_SDK_FUNCTIONS = ("chat", "chat_typed", "respond", "embed")
+
+
 @pytest.mark.parametrize("layout", ["openrouter", "openai"])
-@pytest.mark.parametrize("function", ["chat", "chat_typed", "respond", "embed"])
 def test_the_sdks_own_objects_come_back_as_themselves_with_provider_extras(
-        tmp_path: Path, server: Any, function: str, layout: str) -> None:
+        tmp_path: Path, server: Any, layout: str) -> None:
     url = server.openrouter_url if layout == "openrouter" else server.url
     write_module(tmp_path, "prompts", PROMPTS.format(url=url))
     body = f"""
-        got = prompts.{function}("q")
-        out = [type(got).__module__ + ":" + type(got).__qualname__, got.model_dump(),
-               getattr(got.usage, "cost", None), getattr(got, "provider", None)]
+        out = {{}}
+        for name in {_SDK_FUNCTIONS!r}:
+            function = getattr(prompts, name)
+            got = function("q")
+            info = function.cache_info()
+            out[name] = [type(got).__module__ + ":" + type(got).__qualname__, got.model_dump(), got.to_dict(),
+                         getattr(got.usage, "cost", None), getattr(got, "provider", None),
+                         [info.hits, info.misses, info.errors, info.tokens_saved, info.cost_saved]]
     """
     before = len(server.requests)
-    first = child(tmp_path, "prompts", body, f"prompts.{function}")
-    assert len(server.requests) == before + 1
-    second = child(tmp_path, "prompts", body, f"prompts.{function}")
-    assert len(server.requests) == before + 1  # served from disk: the provider was not asked again
-    assert second["out"] == first["out"]  # the SDK's class, every field, extras included
-    assert first["out"][0].startswith("openai.types.")
-    if layout == "openrouter":  # OpenRouter's extras survive: r.usage.cost works on a hit as on a miss
-        assert isinstance(second["out"][2], float) and second["out"][2] > 0
-        if function != "respond":
-            assert second["out"][3] == "LocalProvider"
-    assert (second["hits"], second["misses"], second["errors"]) == (1, 0, 0)
-    assert second["tokens"] > 0 and second["cost"] > 0  # what the hit saved is counted
-    if layout == "openrouter":
-        assert second["cost"] == pytest.approx(second["out"][2])  # the provider's own figure
-    assert not [line for line in second["logs"] if line[0] == "WARNING"]
+    first = child(tmp_path, "prompts", body, "prompts.chat")["out"]
+    assert len(server.requests) == before + 4
+    run = child(tmp_path, "prompts", body, "prompts.chat")
+    second = run["out"]
+    assert len(server.requests) == before + 4  # served from disk: the provider was not asked again
+    assert not [line for line in run["logs"] if line[0] == "WARNING"]
+    for name in _SDK_FUNCTIONS:
+        kind, _dump, _sent, cost, provider, (hits, misses, errors, tokens, saved) = second[name]
+        assert second[name][:5] == first[name][:5], name  # the SDK's class, every field, extras, what was sent
+        assert kind.startswith("openai.types."), name
+        assert (hits, misses, errors) == (1, 0, 0), name
+        assert tokens > 0 and saved > 0, name  # what the hit saved is counted
+        if layout == "openrouter":  # OpenRouter's extras survive: r.usage.cost works on a hit as on a miss
+            assert isinstance(cost, float) and cost > 0 and saved == pytest.approx(cost), name
+            assert provider == ("LocalProvider" if name != "respond" else None), name
 
 
 # ---- bullet 3 in one process: any return that carries usage ----------------------------------
