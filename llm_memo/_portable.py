@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from ._cache import Stored
-from ._codec import FLAG_PLAIN, CorruptEntry, Header, decode_value
+from ._codec import FLAG_PLAIN, CorruptEntry, Header, UntrustedClass, decode_value
 
 __all__ = ["EXPORT_VERSION", "export_record", "parse_record"]
 
@@ -63,10 +63,10 @@ def parse_record(line: bytes, now: float) -> tuple[str, Header, dict[str, Any], 
     flags = 0 if b"\\u0000" in value_json else FLAG_PLAIN
     try:
         decode_value(value_json, flags)
+    except UntrustedClass:
+        pass  # a class is rebuilt only where it is allowed (the process that calls the function)
     except CorruptEntry as exc:
-        # A class is rebuilt only where it is allowed (the process that calls the function).
-        if not str(exc).startswith("class "):
-            raise ValueError(f"value: {exc}") from None
+        raise ValueError(f"value: {exc}") from None
     header = Header(None if expires is None else float(expires), float(numbers["created_at"]),
                     float(numbers["latency"]), numbers["tokens"], float(numbers["cost"]), flags)
     return key, header, {**meta, "tags": tags}, value_json

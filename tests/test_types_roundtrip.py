@@ -8,6 +8,8 @@ disk, as the function's own classes, without paying again, and say why when it c
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -475,3 +477,21 @@ def test_a_model_with_a_usage_attribute_counts_the_providers_cost_when_it_sent_o
     assert billed.cache_info().tokens_saved == 30
     assert billed.cache_info().cost_saved == pytest.approx(0.125)
     assert billed("a").usage.cost == 0.125  # the extra field is stored with its model
+
+
+def test_the_cli_shows_exports_and_imports_entries_whose_classes_it_does_not_rebuild(tmp_path: Path) -> None:
+    write_module(tmp_path, "loose", UNANNOTATED)
+    key = child(tmp_path, "loose", 'loose.ask("why")\nout = loose.ask.cache_key("why")')["out"]
+    environment = {**os.environ, "LLM_MEMO_DIR": str(tmp_path / "cache"), "NO_COLOR": "1"}
+
+    def cli(*args: str, directory: Path = tmp_path / "cache") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "llm_memo", *args], capture_output=True, text=True,
+                              env={**environment, "LLM_MEMO_DIR": str(directory)}, timeout=60)
+
+    shown = cli("show", key)
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr
+    assert "loose:Answer" in shown.stdout and "https://a.example" in shown.stdout
+    exported = tmp_path / "entries.jsonl"
+    assert cli("export", str(exported)).returncode == 0
+    imported = cli("import", str(exported), directory=tmp_path / "other")
+    assert (imported.returncode, imported.stdout) == (0, "imported 1, already stored 0, skipped 0\n"), imported.stderr
