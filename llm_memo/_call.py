@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ._cache import Cache, Hit, caching_enabled, default_cache, hooks
-from ._codec import allow_returned, preview
+from ._codec import preview
 from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
 from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
@@ -27,6 +27,7 @@ from ._pricing import savings_of
 from ._records import Stats
 from ._stats import Counters
 from ._streams import arecord, areplay, record, replay
+from ._trust import allow_returned
 
 __all__ = ["Engine", "Plan"]
 

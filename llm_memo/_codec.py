@@ -9,12 +9,8 @@ Envelope layout (format 1), the same in every tier::
 Values are tagged JSON: JSON-native data as it is, everything else as
 ``{"\\u0000": tag, "v": payload}`` (tuples, bytes, sets, dates, Decimal, UUID, paths,
 Enum members, dataclasses and pydantic models, extra fields included). A class is rebuilt
-only if it is allowed: reachable from a cached function's return annotation or from a
-class passed to ``allow_type`` (through fields, generic arguments, unions and containers,
-at any depth), produced by a cached function in this process, or one of the openai SDK's
-response types (see `_sdk_type` for the rule). A class an entry names is looked up among
-those, never imported, so cache contents cannot choose what code runs; a refusal is an
-`UntrustedClass`. Pickle is used only when the cache was built with ``allow_pickle=True``.
+only if `_trust` allows it; a refusal is an `UntrustedClass`, raised before anything is
+imported. Pickle is used only when the cache was built with ``allow_pickle=True``.
 """
 
 from __future__ import annotations
@@ -24,27 +20,24 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
-import importlib
 import math
 import pathlib
 import re
 import struct
 import sys
-import threading
-import typing
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
 from ._canonical import TAG, is_plain
+from ._trust import UntrustedClass, produced, sdk_base, trusted
 
 __all__ = [
     "FLAG_PICKLE", "FLAG_PLAIN", "FORMAT", "CorruptEntry", "Header", "NewerFormat", "UnencodableValue",
-    "UntrustedClass", "allow_returned", "allow_type", "decode_value", "encode_value", "pack", "peek", "preview",
-    "unpack",
+    "UntrustedClass", "decode_value", "encode_value", "pack", "peek", "preview", "unpack",
 ]
 
 FORMAT = 1
@@ -55,9 +48,6 @@ _PREFIX = struct.Struct(">2sBI")  # magic, format, crc32 of everything after it
 _BODY = struct.Struct(">dddIdBI")  # expires_at (NaN = never), created_at, latency, tokens, cost, flags, metadata length
 _WHOLE = struct.Struct(">2sBIdddIdBI")  # _PREFIX then _BODY, read in one call on the hot path
 
-_allowed: dict[str, type] = {}
-_unresolved: list[Callable[..., Any]] = []  # cached functions whose return annotation names a class not defined yet
-_unresolved_lock = threading.Lock()
 _SECRET_NAME = re.compile(
     r"(^|_|-)(api_?key|apikey|token|access_token|secret|password|passwd|authorization|credentials?|cookie|bearer)($|_|-)",
     re.IGNORECASE,
@@ -76,110 +66,6 @@ class NewerFormat(CorruptEntry):
 
 class UnencodableValue(Exception):
     """A return value with no safe encoding: returned to the caller, not stored."""
-
-
-class UntrustedClass(Exception):
-    """A stored value names a class this process does not rebuild: a miss, not a corrupt entry
-    (a process that allows the class can still read it). Carries the class, why, and the fix."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path if _PRINTABLE_PATH.fullmatch(path) else repr(path[:200])
-        self.reason = reason
-        self.fix = f"llm_memo.allow_type({self.path.replace(':', '.')})"
-        super().__init__(f"class {self.path} {reason}; to allow it, call {self.fix}")
-
-
-_PRINTABLE_PATH = re.compile(r"[\w.]+:[\w.\[\], ]+")
-_NOT_ALLOWED = ("is not allowed here: it is not reachable from the function's return annotation, was not "
-                "passed to llm_memo.allow_type and was not produced in this process, and llm_memo rebuilds "
-                "only classes it was told about, so that cache contents never choose what code runs")
-_NOT_SDK = "is named as an openai SDK type, but the openai imported here has no such response model"
-_NO_SDK = ("is named as an openai SDK type, and openai is not imported in this process (SDK types are "
-           "trusted once the program has imported openai itself: an entry never makes llm_memo import it)")
-
-
-def allow_type(cls: type) -> type:
-    """Allow instances of `cls` (dataclass, pydantic model or Enum), and of every such class its
-    fields reach (generic arguments, unions, containers, at any depth), to be rebuilt from a cache."""
-    if not isinstance(cls, type):
-        raise TypeError(f"allow_type(cls=...) takes a class; got {cls!r}")
-    _allowed[_class_path(cls)] = cls
-    for found in _reachable(cls)[0]:
-        _allowed.setdefault(_class_path(found), found)
-    return cls
-
-
-def allow_returned(func: Callable[..., Any]) -> None:
-    """Allow the classes `func`'s return annotation reaches. Names not defined yet (a class below
-    the function, under ``from __future__ import annotations``) are read again at the first refusal."""
-    if not _allow_return_of(func):
-        with _unresolved_lock:
-            _unresolved.append(func)
-
-
-def _allow_return_of(func: Callable[..., Any]) -> bool:
-    """Allow what `func`'s return annotation reaches; True when every name on the way resolved."""
-    try:
-        hint = typing.get_type_hints(func).get("return")
-    except Exception:  # a name not defined yet, or not a function annotations can be read from
-        return False
-    found, complete = _reachable(hint)
-    for cls in found:
-        _allowed.setdefault(_class_path(cls), cls)
-    return complete
-
-
-def _reachable(root: Any) -> tuple[list[type], bool]:
-    """(dataclasses, pydantic models and Enums that `root`, a class or type hint, names at any depth;
-    whether every annotation on the way resolved)."""
-    found: list[type] = []
-    seen: set[type] = set()
-    pending, complete = [root], True
-    while pending:
-        hint = pending.pop()
-        if isinstance(hint, (str, typing.ForwardRef)):
-            complete = False
-            continue
-        origin = typing.get_origin(hint)
-        if origin is typing.Literal:
-            continue
-        if origin is not None:  # list[X], X | None, Box[X], Annotated[X, ...]: the class and its arguments
-            pending.append(origin)
-            pending.extend(typing.get_args(hint))
-            continue
-        if not isinstance(hint, type) or hint in seen or not _rebuildable(hint):
-            continue
-        seen.add(hint)
-        found.append(hint)
-        if not issubclass(hint, enum.Enum):
-            hints, resolved = _field_hints(hint)
-            pending.extend(hints)
-            complete = complete and resolved
-    return found, complete
-
-
-def _field_hints(cls: type) -> tuple[list[Any], bool]:
-    """The annotations of a dataclass's or pydantic model's fields; False if some did not resolve."""
-    hints: list[Any] = []
-    resolved = True
-    try:
-        hints.extend(typing.get_type_hints(cls).values())
-    except Exception:  # a name not defined yet
-        resolved = False
-    fields = getattr(cls, "model_fields", None)  # pydantic's view: Page[Item]'s fields name Item, not T
-    if isinstance(fields, Mapping):
-        hints.extend(getattr(field, "annotation", None) for field in fields.values())
-    return hints, resolved
-
-
-def _rebuildable(cls: type) -> bool:
-    pydantic = sys.modules.get("pydantic")
-    return (dataclasses.is_dataclass(cls) or issubclass(cls, enum.Enum)
-            or (pydantic is not None and issubclass(cls, pydantic.BaseModel)))
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 # ---- values -------------------------------------------------------------------------
@@ -223,8 +109,7 @@ def _to_json(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, enum.Enum):
-        _allowed.setdefault(_class_path(type(value)), type(value))
-        return _tag("enum", [_class_path(type(value)), _to_json(value.value)])
+        return _tag("enum", [produced(type(value)), _to_json(value.value)])
     if type(value) is str:
         try:
             value.encode("utf-8")
@@ -265,13 +150,11 @@ def _object_to_json(value: Any) -> Any:
         return simple(value)
     cls = type(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        _allowed.setdefault(_class_path(cls), cls)
         fields = {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return _tag("dataclass", [_class_path(cls), fields])
+        return _tag("dataclass", [produced(cls), fields])
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        _allowed.setdefault(_class_path(cls), cls)
-        return _tag("pydantic", [_class_path(cls), _model_fields(value)])
+        return _tag("pydantic", [produced(cls), _model_fields(value)])
     raise UnencodableValue(f"{cls.__module__}.{cls.__qualname__}")
 
 
@@ -282,7 +165,7 @@ def _model_fields(value: Any) -> dict[str, Any]:
     wire, so ``to_dict()`` and ``model_fields_set`` are the same on a hit as on a miss.
     """
     names: Any = type(value).model_fields
-    base = _sdk_base()
+    base = sdk_base()
     if base is not None and isinstance(value, base):
         names = [name for name in names if name in value.model_fields_set]
     fields = {name: _to_json(getattr(value, name)) for name in names}
@@ -317,7 +200,7 @@ def _rebuild(tag: str, payload: Any, allow_pickle: bool) -> Any:
     path, data = payload
     if not isinstance(path, str):
         raise CorruptEntry("a class name that is not a string")
-    cls = _trusted(path)
+    cls = trusted(path)
     data = _from_json(data, allow_pickle)
     if tag == "enum":
         return cls(data)
@@ -327,74 +210,6 @@ def _rebuild(tag: str, payload: Any, allow_pickle: bool) -> Any:
         return cls.model_validate(data)
     except Exception:  # SDK payloads that validate live may not re-validate: rebuild as-is
         return cls.model_construct(**data)
-
-
-def _trusted(path: str) -> type:
-    """The allowed class `path` ("module:qualname") names; raises UntrustedClass before any import
-    of a module that is not the openai SDK's types package."""
-    cls = _allowed.get(path)
-    if cls is None and _unresolved:
-        _retry_unresolved()
-        cls = _allowed.get(path)
-    if cls is None:
-        cls = _sdk_type(path)
-        if cls is None:
-            raise UntrustedClass(path, _why_refused(path))
-        _allowed[path] = cls
-    return cls
-
-
-def _why_refused(path: str) -> str:
-    if not path.startswith("openai.types."):
-        return _NOT_ALLOWED
-    return _NOT_SDK if _sdk_base() is not None else _NO_SDK
-
-
-def _retry_unresolved() -> None:
-    """Read again the return annotations that named classes not defined when they were decorated."""
-    with _unresolved_lock:
-        waiting = list(_unresolved)
-    done = [func for func in waiting if _allow_return_of(func)]
-    with _unresolved_lock:
-        _unresolved[:] = [func for func in _unresolved if func not in done]
-
-
-_SDK_MODULE = re.compile(r"openai\.types(?:\.[a-z][a-z0-9_]*)+")
-_SDK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z][A-Za-z0-9_]*)*")
-
-
-def _sdk_type(path: str) -> type | None:
-    """The openai SDK response type `path` names, trusted without allow_type, else None.
-
-    The rule: openai is already imported in this process (never imported because of an entry);
-    the module is one below ``openai.types``, named by plain lower-case dotted words (no part led
-    by an underscore); and the name is a plain dotted name of a class defined in that very module
-    (its ``__module__`` and ``__qualname__`` are the ones named) that subclasses the SDK's
-    ``openai.BaseModel``. Those are the SDK's data-only pydantic models of what the API returns:
-    fields and pydantic validation, no code of their own. Such a module of the SDK's types package
-    is the only one ever imported by name (if this version loads it lazily); any other name is
-    refused before any import.
-    """
-    module, _, name = path.partition(":")
-    if _sdk_base() is None or not (_SDK_MODULE.fullmatch(module) and _SDK_NAME.fullmatch(name)):
-        return None
-    try:
-        found: Any = importlib.import_module(module)
-    except Exception:  # openai is not installed, or this version has no such module
-        return None
-    for part in name.split("."):
-        found = getattr(found, part, None)
-    base = _sdk_base()
-    if (base is not None and isinstance(found, type) and issubclass(found, base)
-            and found.__module__ == module and found.__qualname__ == name):
-        return found
-    return None
-
-
-def _sdk_base() -> type | None:
-    """openai.BaseModel when the SDK is imported (never imports it)."""
-    base = getattr(sys.modules.get("openai"), "BaseModel", None)
-    return base if isinstance(base, type) else None
 
 
 def _items(payload: Any, allow_pickle: bool) -> list[Any]:
