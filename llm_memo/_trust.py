@@ -109,16 +109,13 @@ def _reachable(root: Any) -> tuple[list[type], bool]:
 
 def _field_hints(cls: type) -> tuple[list[Any], bool]:
     """The annotations of a dataclass's or pydantic model's fields; False if some did not resolve."""
-    hints: list[Any] = []
-    resolved = True
-    try:
-        hints.extend(typing.get_type_hints(cls).values())
-    except Exception:  # a name not defined yet
-        resolved = False
     fields = getattr(cls, "model_fields", None)  # pydantic's view: Page[Item]'s fields name Item, not T
-    if isinstance(fields, Mapping):
-        hints.extend(getattr(field, "annotation", None) for field in fields.values())
-    return hints, resolved
+    view = [getattr(field, "annotation", None) for field in fields.values()] if isinstance(fields, Mapping) else []
+    try:
+        hints = list(typing.get_type_hints(cls).values())
+    except Exception:  # a name not defined yet, or one a base class imports only for type checkers
+        return view, bool(view)  # the walk marks what pydantic could not resolve either
+    return hints + [hint for hint in view if not isinstance(hint, (str, typing.ForwardRef))], True
 
 
 def _rebuildable(cls: type) -> bool:

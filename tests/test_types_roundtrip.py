@@ -78,8 +78,9 @@ def ask(question: str) -> Answer:
     return Answer(text=question.upper(), citations=[Citation(url="https://a.example", quote=Quote(text="q"))])
 
 
-class Quote(BaseModel):
+class Answer(BaseModel):  # each class names the next, defined below it: forward references all along
     text: str
+    citations: list[Citation]
 
 
 class Citation(BaseModel):
@@ -87,9 +88,8 @@ class Citation(BaseModel):
     quote: Quote | None = None
 
 
-class Answer(BaseModel):
+class Quote(BaseModel):
     text: str
-    citations: list[Citation]
 """
 
 
