@@ -4,7 +4,6 @@ import typing as _typing
 
 from ._cache import Cache, configure, default_cache
 from ._canonical import register_encoder
-from ._codec import allow_type
 from ._decorator import CachedFunction, llm_cache
 from ._errors import (
     LLMMemoError,
@@ -17,6 +16,7 @@ from ._policy import DEFAULT_RULES, CachePolicy, IntentRule, classify_intent
 from ._pricing import register_price
 from ._prompt_cache import mark_cache_control, provider_cache_usage
 from ._records import Entry, Stats
+from ._trust import allow_type
 from ._warm import WarmReport
 
 if _typing.TYPE_CHECKING:

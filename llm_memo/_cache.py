@@ -25,6 +25,7 @@ from ._codec import (
     Header,
     NewerFormat,
     UnencodableValue,
+    UntrustedClass,
     decode_value,
     encode_value,
     pack,
@@ -93,7 +94,7 @@ class Cache:
         self.counters = Counters()
         self.ledger: Ledger | None = None  # lifetime savings, kept beside the disk tier's files
         self.invalidations: Invalidations | None = None  # with Redis: other machines' deletions reach us
-        self._reported: set[tuple[str, str]] = set()
+        self._reported: set[tuple[str, ...]] = set()
         self._lock = threading.Lock()
         self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic,
                                  tags_of=_envelope_tags)
@@ -149,7 +150,7 @@ class Cache:
             if expiry <= self.clock():  # NaN (never expires) compares False
                 return None
             value = decode_value(memoryview(data)[offset:], flags, allow_pickle=self.allow_pickle)
-        except CorruptEntry as exc:
+        except (CorruptEntry, UntrustedClass) as exc:
             self._bad_entry(self.memory, key, exc, stats)
             return None
         return Hit(value, "memory", latency, tokens, cost, None if expiry != expiry else expiry)
@@ -169,13 +170,14 @@ class Cache:
                 continue
             if data is None:
                 continue
+            meta = b""
             try:
                 header, meta, value_json = unpack(data, verify=tier is not self.memory)
                 if header.expires_at is not None and header.expires_at <= now:
                     continue
                 value = decode_value(value_json, header.flags, allow_pickle=self._pickles_from(tier))
-            except CorruptEntry as exc:
-                self._bad_entry(tier, key, exc, stats)
+            except (CorruptEntry, UntrustedClass) as exc:
+                self._bad_entry(tier, key, exc, stats, meta)
                 continue
             if i:
                 self._promote(key, data, header, meta, tiers[:i], stats)
@@ -236,12 +238,15 @@ class Cache:
     # ---- faults ------------------------------------------------------------------------
 
     def _fault(self, tier: str, op: str, exc: BaseException, stats: Counters | None) -> None:
+        self._count_error(stats)
+        self._warn(tier, op, exc)
+
+    def _count_error(self, stats: Counters | None) -> None:
         self.counters.error()
         if stats is not None:
             stats.error()
         if self.ledger is not None:
             self.ledger.error()
-        self._warn(tier, op, exc)
 
     def _warn(self, tier: str, op: str, exc: BaseException) -> None:
         """Log a fault: a warning the first time per tier and kind, DEBUG after."""
@@ -253,7 +258,11 @@ class Cache:
         logger.log(level, "llm_memo: %s tier %s failed (%s: %s); the call goes on without it",
                    tier, op, type(exc).__name__, exc)
 
-    def _bad_entry(self, tier: Tier, key: str, exc: CorruptEntry, stats: Counters | None) -> None:
+    def _bad_entry(self, tier: Tier, key: str, exc: CorruptEntry | UntrustedClass, stats: Counters | None,
+                   meta: bytes = b"") -> None:
+        if isinstance(exc, UntrustedClass):
+            self._refused(tier.name, exc, meta, stats)
+            return  # not corrupt: a process that allows the class can read it
         self._fault(tier.name, "decode", exc, stats)
         if isinstance(exc, NewerFormat):
             return  # a newer llm_memo sharing this cache can still read it
@@ -261,6 +270,20 @@ class Cache:
             tier.delete(key)
         except Exception as err:
             self._fault(tier.name, "delete", err, stats)
+
+    def _refused(self, tier: str, exc: UntrustedClass, meta: bytes, stats: Counters | None) -> None:
+        """A stored class this process does not rebuild: counted, and a warning the first time for
+        each function and class (every function it happens to hears of it)."""
+        self._count_error(stats)
+        function = _json(meta).get("function") if meta else None
+        function = function[:200] if isinstance(function, str) and function.isprintable() else "a cached function"
+        with self._lock:
+            first = ("class", function, exc.path) not in self._reported
+            self._reported.add(("class", function, exc.path))
+        logger.log(logging.WARNING if first else logging.DEBUG,
+                   "llm_memo: %s: the stored answer in the %s tier was not served, because its class %s %s. "
+                   "The function ran instead. To serve it, call %s once before calling %s.",
+                   function, tier, exc.path, exc.reason, exc.fix, function)
 
     # ---- management --------------------------------------------------------------------
 

@@ -8,50 +8,31 @@ are thin shells over it, picked once when a function is decorated.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import enum
 import logging
 import math
 import threading
 import time
-import typing
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ._cache import Cache, Hit, caching_enabled, default_cache, hooks
-from ._codec import allow_type
 from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
 from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
 from ._keys import KeyMaker
 from ._policy import extract_prompt, resolve_lifetime, validate_policy, validate_ttl
+from ._pricing import savings_of
 from ._records import Stats
 from ._redact import preview
 from ._stats import Counters
 from ._streams import arecord, areplay, record, replay
+from ._trust import allow_returned
 
 __all__ = ["Engine", "Plan"]
 
 logger = logging.getLogger("llm_memo")
 _DEBUG = logging.DEBUG
-
-
-def _returned_classes(func: Callable[..., Any]) -> list[type]:
-    """Dataclasses, pydantic models and Enums named in the return annotation (list[X], X | None...)."""
-    try:
-        hint = typing.get_type_hints(func).get("return")
-    except Exception:  # unresolvable forward references: nothing to allow
-        return []
-    found: list[type] = []
-    pending = [hint]
-    while pending:
-        item = pending.pop()
-        pending.extend(typing.get_args(item))
-        if isinstance(item, type) and (dataclasses.is_dataclass(item) or issubclass(item, enum.Enum)
-                                       or hasattr(item, "model_fields")):
-            found.append(item)
-    return found
 
 
 def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
@@ -136,13 +117,11 @@ class Engine:
         self.function = self.keys.function
         scope = f"{namespace}/" if namespace else ""  # invalidating one tenant's function spares the others
         self.tags = (f"fn:{scope}{self.function}", *tags)
-        for cls in _returned_classes(func):
-            allow_type(cls)  # what the function is declared to return may be rebuilt from the cache
+        allow_returned(func)  # what the function is declared to return may be rebuilt from the cache
         self.counters = Counters()
         self.flights = Flights()
         self.aflights = AsyncFlights()
         self._warned = False
-        self.savings: Callable[[Any], tuple[int, float]] | None = None  # (tokens, USD) a stored value saves
         self.shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # arguments as metadata shows them
         # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
         self.semantic = semantic.attach(self) if semantic is not None else None
@@ -250,7 +229,7 @@ class Engine:
         cache.counters.miss()
         if cache.ledger is not None:
             cache.ledger.miss(self.function, _model_of(plan.arguments))
-        tokens, cost = self.savings(value) if self.savings is not None else (0, 0.0)
+        tokens, cost = savings_of(value)
         stored = cache.set(key, value, lifetime=seconds, tags=self.entry_tags(plan.arguments),
                            metadata=self.metadata(plan.arguments, policy), latency=latency, tokens=tokens,
                            cost=cost, stats=self.counters)
@@ -437,7 +416,7 @@ class Engine:
 
     def shared_hit(self, value: Any) -> Hit:
         """A caller that waited for another's identical call: it saved that call's tokens and cost."""
-        tokens, cost = self.savings(value) if self.savings is not None else (0, 0.0)
+        tokens, cost = savings_of(value)
         return Hit(value, "flight", 0.0, tokens, cost)
 
     async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],

@@ -13,7 +13,7 @@ from typing import IO, Any
 import orjson
 
 from ._cache import Stored
-from ._codec import FLAG_PLAIN, CorruptEntry, decode_value
+from ._codec import FLAG_PLAIN, CorruptEntry, UntrustedClass, decode_value
 from ._records import Stats
 from ._semantic import SemanticSummary
 
@@ -158,6 +158,6 @@ def value_text(stored: Stored, allow_pickle: bool = False) -> str:
         return json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
     try:
         return pprint.pformat(decode_value(stored.value_json, stored.header.flags, allow_pickle=allow_pickle))
-    except CorruptEntry as exc:
+    except (CorruptEntry, UntrustedClass) as exc:
         tagged = json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
         return f"{tagged}\n(tagged JSON: {exc})"

@@ -8,10 +8,9 @@ Envelope layout (format 1), the same in every tier::
 
 Values are tagged JSON: JSON-native data as it is, everything else as
 ``{"\\u0000": tag, "v": payload}`` (tuples, bytes, sets, dates, Decimal, UUID, paths,
-Enum members, dataclasses and pydantic models). A class is rebuilt only if it is
-allowed: registered with ``allow_type``, named in a cached function's return
-annotation, or produced by a cached function in this process. Nothing is imported by
-name. Pickle is used only when the cache was built with ``allow_pickle=True``.
+Enum members, dataclasses and pydantic models, extra fields included). A class is rebuilt
+only if `_trust` allows it; a refusal is an `UntrustedClass`, raised before anything is
+imported. Pickle is used only when the cache was built with ``allow_pickle=True``.
 """
 
 from __future__ import annotations
@@ -33,10 +32,11 @@ from typing import Any, NamedTuple
 import orjson
 
 from ._canonical import TAG, is_plain
+from ._trust import UntrustedClass, produced, sdk_base, trusted
 
 __all__ = [
-    "FLAG_PICKLE", "FLAG_PLAIN", "FORMAT", "CorruptEntry", "Header", "NewerFormat",
-    "UnencodableValue", "allow_type", "decode_value", "encode_value", "pack", "peek", "unpack",
+    "FLAG_PICKLE", "FLAG_PLAIN", "FORMAT", "CorruptEntry", "Header", "NewerFormat", "UnencodableValue",
+    "UntrustedClass", "decode_value", "encode_value", "pack", "peek", "unpack",
 ]
 
 FORMAT = 1
@@ -47,7 +47,6 @@ _PREFIX = struct.Struct(">2sBI")  # magic, format, crc32 of everything after it
 _BODY = struct.Struct(">dddIdBI")  # expires_at (NaN = never), created_at, latency, tokens, cost, flags, metadata length
 _WHOLE = struct.Struct(">2sBIdddIdBI")  # _PREFIX then _BODY, read in one call on the hot path
 
-_allowed: dict[str, type] = {}
 
 
 class CorruptEntry(Exception):
@@ -60,18 +59,6 @@ class NewerFormat(CorruptEntry):
 
 class UnencodableValue(Exception):
     """A return value with no safe encoding: returned to the caller, not stored."""
-
-
-def allow_type(cls: type) -> type:
-    """Allow instances of `cls` (dataclass, pydantic model or Enum) to be rebuilt from a cache."""
-    if not isinstance(cls, type):
-        raise TypeError(f"allow_type(cls=...) takes a class; got {cls!r}")
-    _allowed[_class_path(cls)] = cls
-    return cls
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 # ---- values -------------------------------------------------------------------------
@@ -95,12 +82,13 @@ def encode_value(value: Any, *, allow_pickle: bool = False) -> tuple[bytes, int]
 
 
 def decode_value(data: bytes, flags: int = 0, *, allow_pickle: bool = False) -> Any:
-    """The value stored by encode_value; raises CorruptEntry on anything unexpected."""
+    """The value stored by encode_value; raises UntrustedClass for a class this process does not
+    rebuild, CorruptEntry on anything else unexpected."""
     try:
         if flags & FLAG_PLAIN:
             return orjson.loads(data)
         return _from_json(orjson.loads(data), allow_pickle)
-    except CorruptEntry:
+    except (CorruptEntry, UntrustedClass):
         raise
     except Exception as exc:  # malformed payloads of any shape are a miss
         raise CorruptEntry(f"undecodable value: {exc}") from None
@@ -114,8 +102,7 @@ def _to_json(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, enum.Enum):
-        _allowed.setdefault(_class_path(type(value)), type(value))
-        return _tag("enum", [_class_path(type(value)), _to_json(value.value)])
+        return _tag("enum", [produced(type(value)), _to_json(value.value)])
     if type(value) is str:
         try:
             value.encode("utf-8")
@@ -156,15 +143,28 @@ def _object_to_json(value: Any) -> Any:
         return simple(value)
     cls = type(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        _allowed.setdefault(_class_path(cls), cls)
         fields = {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return _tag("dataclass", [_class_path(cls), fields])
+        return _tag("dataclass", [produced(cls), fields])
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        _allowed.setdefault(_class_path(cls), cls)
-        fields = {name: _to_json(getattr(value, name)) for name in type(value).model_fields}
-        return _tag("pydantic", [_class_path(cls), fields])
+        return _tag("pydantic", [produced(cls), _model_fields(value)])
     raise UnencodableValue(f"{cls.__module__}.{cls.__qualname__}")
+
+
+def _model_fields(value: Any) -> dict[str, Any]:
+    """A pydantic model's fields and its extra fields (``extra="allow"``: a provider's ``usage.cost``).
+
+    An openai SDK object keeps only the fields the provider sent, as the SDK builds it from the
+    wire, so ``to_dict()`` and ``model_fields_set`` are the same on a hit as on a miss.
+    """
+    names: Any = type(value).model_fields
+    base = sdk_base()
+    if base is not None and isinstance(value, base):
+        names = [name for name in names if name in value.model_fields_set]
+    fields = {name: _to_json(getattr(value, name)) for name in names}
+    for name, extra in (getattr(value, "__pydantic_extra__", None) or {}).items():
+        fields.setdefault(name, _to_json(extra))
+    return fields
 
 
 def _from_json(node: Any, allow_pickle: bool) -> Any:
@@ -191,9 +191,9 @@ def _from_json(node: Any, allow_pickle: bool) -> Any:
 
 def _rebuild(tag: str, payload: Any, allow_pickle: bool) -> Any:
     path, data = payload
-    cls = _allowed.get(path)
-    if cls is None:
-        raise CorruptEntry(f"class {path} is not allowed here; call llm_memo.allow_type({path.split(':')[-1]})")
+    if not isinstance(path, str):
+        raise CorruptEntry("a class name that is not a string")
+    cls = trusted(path)
     data = _from_json(data, allow_pickle)
     if tag == "enum":
         return cls(data)

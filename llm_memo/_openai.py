@@ -21,7 +21,6 @@ from ._cache import Cache
 from ._call import Engine, Plan
 from ._errors import NonDeterministicCallError
 from ._policy import CachePolicy
-from ._pricing import cost_of, tokens_of
 from ._redact import public_url
 from ._sse import SSEParser, assemble_chat, cacheable, chat_chunks, response_events, to_sse
 
@@ -107,7 +106,6 @@ class _Front:
                 track_source=False, default_temperature=None if deterministic else 1.0,
                 semantic=None if deterministic else semantic,
             )
-            engine.savings = _savings
             engine.shown = _shown
             self.engines[kind] = engine
 
@@ -168,13 +166,6 @@ def _normal(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _normal(v) for k, v in value.items()}
     return value
-
-
-def _savings(value: Any) -> tuple[int, float]:
-    usage = value.get("usage") if isinstance(value, dict) else None
-    prompt, completion, _ = tokens_of(usage)
-    total = (usage or {}).get("total_tokens") if isinstance(usage, dict) else None
-    return int(total or prompt + completion), cost_of(value.get("model") if isinstance(value, dict) else None, usage)
 
 
 @once

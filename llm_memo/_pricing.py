@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["PRICES", "cost_of", "register_price", "tokens_of"]
+__all__ = ["PRICES", "cost_of", "register_price", "savings_of", "tokens_of"]
 
 # USD per million tokens: (input, output, cached input). Public list prices, late 2026;
 # extend or correct with register_price(). Unknown models cost 0.0 (reported as such).
@@ -69,3 +70,34 @@ def cost_of(model: str | None, usage: Mapping[str, Any] | None) -> float:
         return 0.0
     prompt, completion, cached = tokens_of(usage)
     return ((prompt - cached) * price[0] + cached * price[2] + completion * price[1]) / 1e6
+
+
+def savings_of(value: Any) -> tuple[int, float]:
+    """(tokens, USD) serving `value` again saves, from the `usage` it carries: a dict's "usage"
+    (wire JSON), or the `.usage` of an SDK object, pydantic model or dataclass; else (0, 0.0)."""
+    try:
+        if isinstance(value, Mapping):
+            usage, model = value.get("usage"), value.get("model")
+        else:
+            usage, model = getattr(value, "usage", None), getattr(value, "model", None)
+        usage = _as_mapping(usage)
+        if usage is None:
+            return 0, 0.0
+        prompt, completion, _ = tokens_of(usage)
+        total = usage.get("total_tokens")
+        tokens = total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else prompt + completion
+        return int(tokens), cost_of(model if isinstance(model, str) else None, usage)
+    except Exception:  # a figure for the stats: an odd `usage` must never fail the call
+        return 0, 0.0
+
+
+def _as_mapping(usage: Any) -> Mapping[str, Any] | None:
+    """A usage block as a dict: pydantic's model_dump keeps extra fields such as OpenRouter's cost."""
+    if usage is None or isinstance(usage, Mapping):
+        return usage
+    if callable(getattr(usage, "model_dump", None)):
+        dumped = usage.model_dump()
+        return dumped if isinstance(dumped, Mapping) else None
+    if dataclasses.is_dataclass(usage) and not isinstance(usage, type):
+        return dataclasses.asdict(usage)
+    return None

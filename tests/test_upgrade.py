@@ -20,6 +20,8 @@ def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The fixture's prompt functions, on a private copy of the fixture directory as the default cache."""
     directory = tmp_path / "cache"
     shutil.copytree(FIXTURE, directory)
+    for path in (directory, *directory.iterdir()):  # a checkout's modes follow its umask; a cache's are private
+        path.chmod(0o700 if path.is_dir() else 0o600)
     monkeypatch.syspath_prepend(str(FIXTURE.parent))
     sys.modules.pop("legacy_funcs", None)
     import legacy_funcs
