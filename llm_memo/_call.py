@@ -12,6 +12,8 @@ import dataclasses
 import enum
 import logging
 import math
+import os
+import sys
 import threading
 import time
 import typing
@@ -104,6 +106,23 @@ class Plan(NamedTuple):
     started: float
 
 
+_LIBRARIES = ("llm_memo", "openai", "httpx", "httpx2", "wrapt", "asyncio")  # between the user and the warning
+
+
+def _stacklevel_of_caller() -> int:
+    """The `stacklevel` of the first frame outside llm_memo and the libraries it sits in.
+
+    A warning then points at the user's line, however deep the SDK, the HTTP client and the
+    sync/async/generator drivers nest the call (skip_file_prefixes does this from 3.12 on).
+    """
+    prefixes = tuple(os.path.dirname(module.__file__) + os.sep for name in _LIBRARIES
+                     if (module := sys.modules.get(name)) is not None and module.__file__)
+    frame, level = sys._getframe(2), 2  # the caller of the function that calls warnings.warn
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(prefixes):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class Engine:
     """Per-function state: how to key, guard and time-limit its calls, and its counters."""
 
@@ -185,11 +204,13 @@ class Engine:
     def _warn_bypass(self, temperature: Any) -> None:
         if not self._warned:
             self._warned = True
+            called = (f"with temperature={temperature!r}" if temperature is not None
+                      else "with temperature not set (the provider samples at its default)")
             warnings.warn(
-                f"{self.function}() was called with temperature={temperature!r}: its answers vary, so "
-                "llm_memo calls it uncached. Pass temperature=0 to cache it, or choose "
-                "on_nondeterministic='cache' (record one sample) or 'raise'.",
-                NonDeterministicCallWarning, stacklevel=5,
+                f"{self.function}() was called {called}: its answers vary, so llm_memo calls it "
+                "uncached. Pass temperature=0 to cache it, or choose on_nondeterministic='cache' "
+                "(record one sample) or 'raise'.",
+                NonDeterministicCallWarning, stacklevel=_stacklevel_of_caller(),
             )
 
     def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
