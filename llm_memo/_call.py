@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ._cache import Cache, Hit, caching_enabled, default_cache, hooks
+from ._cache import Cache, Hit, caching_enabled, default_cache, default_policy, hooks
 from ._codec import allow_type, preview
 from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
@@ -123,10 +123,20 @@ def _stacklevel_of_caller() -> int:
     return level
 
 
+def _own_policy(policy: Any) -> Any:
+    """A function's own policy=, checked; None: the process default, read at each call (so
+    configure(policy=...) after decorating applies), checked now that a bad LLM_MEMO_POLICY
+    fails at decoration rather than after a call was paid for."""
+    if policy is None:
+        default_policy()
+        return None
+    return validate_policy(policy)
+
+
 class Engine:
     """Per-function state: how to key, guard and time-limit its calls, and its counters."""
 
-    def __init__(self, func: Callable[..., Any], *, policy: Any = "auto", ttl: Any = None,
+    def __init__(self, func: Callable[..., Any], *, policy: Any = None, ttl: Any = None,
                  cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
                  version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
                  on_nondeterministic: str = "bypass", intent_arg: str | None = None,
@@ -140,7 +150,7 @@ class Engine:
             raise TypeError(f"namespace= takes a str; got namespace={namespace!r}")
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
             raise TypeError(f"tags= takes a list of str; got tags={tags!r}")
-        self.policy = validate_policy(policy)
+        self.policy = _own_policy(policy)
         self.ttl = validate_ttl(ttl)
         self.mode = validate_mode(on_nondeterministic)
         self.keys = KeyMaker(func, ignore=ignore, version=version, namespace=namespace, track_source=track_source)
@@ -216,7 +226,7 @@ class Engine:
     def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
         """(policy used, seconds to keep; 0 stores nothing, None never expires)."""
         prompt = extract_prompt(arguments, self.intent_arg)
-        return resolve_lifetime(self.policy, self.ttl, prompt)
+        return resolve_lifetime(default_policy() if self.policy is None else self.policy, self.ttl, prompt)
 
     def metadata(self, arguments: dict[str, Any], policy: Any) -> dict[str, Any]:
         """What an entry records about the call that produced it (secrets redacted)."""

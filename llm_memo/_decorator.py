@@ -189,7 +189,7 @@ _CachedFunction.__doc__ = _BoundCachedFunction.__doc__ = property(_docstring)  #
 def llm_cache(func: Callable[P, R]) -> CachedFunction[P, R]: ...
 @overload
 def llm_cache(
-    func: None = None, *, policy: CachePolicy | str | Callable[[str], Any] = "auto", ttl: Any = None,
+    func: None = None, *, policy: CachePolicy | str | Callable[[str], Any] | None = None, ttl: Any = None,
     cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
     version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
     on_nondeterministic: str = "bypass", intent_arg: str | None = None, track_source: bool = True,
@@ -197,7 +197,7 @@ def llm_cache(
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
-def llm_cache(func: Any = None, *, policy: Any = "auto", ttl: Any = None, cache: Cache | None = None,
+def llm_cache(func: Any = None, *, policy: Any = None, ttl: Any = None, cache: Cache | None = None,
               ignore: Iterable[str] = (), key: Callable[..., Any] | None = None, version: Any = None,
               tags: Sequence[str] = (), namespace: str | None = None, on_nondeterministic: str = "bypass",
               intent_arg: str | None = None, track_source: bool = True, semantic: Any = None,
@@ -205,7 +205,9 @@ def llm_cache(func: Any = None, *, policy: Any = "auto", ttl: Any = None, cache:
     """Memoize a prompt function (plain, async, generator or async generator; methods too).
 
     policy: "auto" (classify the prompt's intent), a CachePolicy or its name, or a callable
-        taking the prompt text. ttl: seconds or timedelta; overrides the policy.
+        taking the prompt text; default: the process default, read at each call
+        (configure(policy=...), else LLM_MEMO_POLICY, else "auto").
+        ttl: seconds or timedelta; overrides the policy.
     cache: the Cache to use (default: the process default, see configure()).
     ignore: parameters left out of the key. key: a callable taking the call's arguments and
         returning the value to key by instead. version / namespace: part of every key.

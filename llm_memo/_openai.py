@@ -37,7 +37,7 @@ _DROP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "con
 HIT_HEADER = "x-llm-memo-cache"
 
 
-def wrap(client: Any, *, cache: Cache | None = None, policy: Any = "auto", ttl: Any = None,
+def wrap(client: Any, *, cache: Cache | None = None, policy: Any = None, ttl: Any = None,
          on_nondeterministic: str = "bypass", namespace: str | None = None, version: Any = None,
          cache_stateful: bool = False, semantic: Any = None) -> Any:
     """A copy of `client` (openai.OpenAI or AsyncOpenAI) that caches deterministic calls.
@@ -48,6 +48,8 @@ def wrap(client: Any, *, cache: Cache | None = None, policy: Any = "auto", ttl: 
     unless `cache_stateful=True`. Different API keys share entries; pass `namespace=` to
     keep them apart. The client you pass in is left as it was. `semantic=` (an
     llm_memo.SemanticMatch) serves paraphrases of non-streamed chat and Responses calls.
+    Without `policy=`, chat and Responses calls follow the process default (see
+    llm_memo.configure) and embeddings are kept forever.
     """
     _check_client(client)
     http = client._client
@@ -119,7 +121,7 @@ class _Front:
         self.engines: dict[str, Engine] = {}
         for _, kind in _ENDPOINTS:
             deterministic = kind == "embeddings"
-            embeddings_policy = CachePolicy.FOREVER if policy == "auto" else policy
+            embeddings_policy = CachePolicy.FOREVER if policy in (None, "auto") else policy
             engine = Engine(
                 _endpoint_function(kind), policy=embeddings_policy if deterministic else policy, ttl=ttl,
                 cache=cache, on_nondeterministic=on_nondeterministic, namespace=namespace, version=version,
