@@ -87,9 +87,13 @@ class CachedFunction(Generic[P, R]):
         """"module.qualname", as used in the function's tag and in `llm-memo ls`."""
         return self._self_engine.function
 
+    def getdoc(self) -> str:
+        """The function's docstring, then the cache methods: what help(fn) and IPython's fn? show."""
+        return f"{inspect.cleandoc(self.__wrapped__.__doc__ or '')}\n\n{_help_section()}"
+
     def __dir__(self) -> list[str]:
         """The function's attributes and the cache methods (wrapt would list the function's only)."""
-        return sorted({*dir(self.__wrapped__), *_CACHE_METHODS, "__wrapped__"})
+        return sorted({*dir(self.__wrapped__), *_CACHE_METHODS, "cache_function_name", "getdoc", "__wrapped__"})
 
     def __repr__(self) -> str:
         return f"<llm_memo cached function {self._self_engine.function}>"
@@ -103,19 +107,17 @@ def _docstring(proxy: CachedFunction[..., Any]) -> str | None:
     as the user's own text, and some send it to a model.
     """
     doc: str | None = proxy.__wrapped__.__doc__
-    if sys._getframe(1).f_globals.get("__name__") != "pydoc":
-        return doc
-    return f"{inspect.cleandoc(doc or '')}\n\n{_help_section()}"
+    return proxy.getdoc() if sys._getframe(1).f_globals.get("__name__") == "pydoc" else doc
 
 
-_CACHE_METHODS = ("cache_key", "cache_info", "cache_clear", "invalidate", "warm", "awarm", "cache_function_name")
+_CACHE_METHODS = ("cache_key", "cache_info", "cache_clear", "invalidate", "warm", "awarm")  # as help() lists them
 
 
 @once
 def _help_section() -> str:
     """The lines help(fn) shows below the function's docstring: each cache method and its summary."""
     lines = ["Cached by llm_memo (@llm_cache); cache methods:"]
-    for name in _CACHE_METHODS[:-1]:
+    for name in _CACHE_METHODS:
         method = getattr(CachedFunction, name)
         summary = inspect.cleandoc(method.__doc__).split("\n")[0]
         lines.append(f"    {name}{_short_signature(method)}: {summary}")

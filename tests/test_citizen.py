@@ -86,6 +86,14 @@ def test_help_shows_the_cache_methods(name: str, capsys: pytest.CaptureFixture[s
     assert fn.__wrapped__.__doc__.strip() in shown  # the function's own docstring comes first
 
 
+def test_ipython_question_mark_shows_the_cache_methods() -> None:
+    from IPython.core import oinspect
+
+    shown = oinspect.getdoc(ask)
+    assert shown is not None and shown.startswith("Answer one question.")
+    assert all(f"{method}(" in shown for method in METHODS)
+
+
 def test_the_docstring_is_left_as_the_function_wrote_it() -> None:
     """Tools that read __doc__ (tool schemas, prompt frameworks, Sphinx) see the user's text only."""
     assert ask.__doc__ == "Answer one question."
