@@ -27,7 +27,14 @@ from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
 from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
 from ._keys import KeyMaker
-from ._policy import extract_prompt, resolve_lifetime, validate_policy, validate_ttl
+from ._policy import (
+    CachePolicy,
+    PolicyCallable,
+    extract_prompt,
+    resolve_lifetime,
+    validate_policy,
+    validate_ttl,
+)
 from ._records import Stats
 from ._stats import Counters
 from ._streams import arecord, areplay, record, replay
@@ -123,7 +130,7 @@ def _stacklevel_of_caller() -> int:
     return level
 
 
-def _own_policy(policy: Any) -> Any:
+def _own_policy(policy: Any) -> CachePolicy | PolicyCallable | None:
     """A function's own policy=, checked; None: the process default, read at each call (so
     configure(policy=...) after decorating applies), checked now that a bad LLM_MEMO_POLICY
     fails at decoration rather than after a call was paid for."""

@@ -77,8 +77,8 @@ def _check_client(client: Any) -> None:
 def _caching_copy(http: Any, caching: type, front: _Front) -> Any:
     """A shallow copy of the user's HTTP client whose transports go through the cache.
 
-    Copying keeps everything the user set on it - headers, cookies, auth, params, base URL,
-    event hooks, timeouts, redirects - and wrapping its transports keeps what lives there:
+    Copying keeps (and shares) everything the user set on it - headers, cookies, auth, params,
+    base URL, event hooks, timeouts, redirects - and wrapping its transports keeps what lives there:
     proxies and custom routes (the mounts), TLS verification, limits. The user's client is
     left as it was.
     """
