@@ -112,6 +112,17 @@ def test_no_arguments_prints_the_help(shell: InteractiveShell, line: str) -> Non
     assert "%llm_memo stats --help" in text
 
 
+def test_stats_says_when_this_kernel_turned_caching_off(shell: InteractiveShell) -> None:
+    llm_memo.configure(enabled=False)
+    try:
+        [output] = magic(shell, "stats").outputs
+    finally:
+        llm_memo.configure(enabled=True)
+    text = output.data["text/plain"]
+    assert text.startswith("caching is off: llm_memo.configure(enabled=False)")
+    assert "llm_memo.configure(enabled=True)" in text
+
+
 def test_dir_reads_another_cache(shell: InteractiveShell, tmp_path: Path) -> None:
     with Cache(tmp_path / "other") as other:
 
