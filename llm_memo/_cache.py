@@ -33,6 +33,8 @@ from ._codec import (
     unpack,
 )
 from ._memory import MemoryTier
+from ._policy import CachePolicy, PolicyCallable, validate_policy
+from ._policy import _choices as policy_choices
 from ._records import Entry, Stats
 from ._stats import Counters, Ledger
 from ._tier import Tier
@@ -576,6 +578,7 @@ def _check_size(name: str, value: object) -> None:
 _default: Cache | None = None
 _default_lock = threading.Lock()
 _enabled = os.environ.get("LLM_MEMO_DISABLE", "").strip().lower() in ("", "0", "false", "no")
+_policy: CachePolicy | PolicyCallable | None = None  # set by configure(policy=...)
 
 
 class Hooks:
@@ -599,6 +602,19 @@ def caching_enabled() -> bool:
     return _enabled
 
 
+def default_policy() -> CachePolicy | PolicyCallable:
+    """The policy of calls whose function names none: configure(policy=...), else the
+    LLM_MEMO_POLICY environment variable, else "auto" (the intent rules). Read at each call."""
+    if _policy is not None:
+        return _policy
+    value = os.environ.get("LLM_MEMO_POLICY", "").strip()
+    try:
+        return validate_policy(value or "auto")
+    except ValueError:
+        raise ValueError(f"LLM_MEMO_POLICY={value!r} is not a cache policy; set it to one of "
+                         f"{policy_choices('auto')}, or unset it") from None
+
+
 def default_cache() -> Cache:
     """The cache used when a decorator names none (created on first use)."""
     global _default
@@ -610,13 +626,18 @@ def default_cache() -> Cache:
 
 
 def configure(directory: str | os.PathLike[str] | None = None, *, enabled: bool | None = None,
-              notebook_badges: bool | None = None, **options: Any) -> Cache:
+              notebook_badges: bool | None = None, policy: CachePolicy | str | PolicyCallable | None = None,
+              **options: Any) -> Cache:
     """Set process-wide settings; with a directory or Cache options, replace the default cache.
 
     enabled=False turns caching off. notebook_badges=True: under IPython, a cached hit shows a
-    small "cached" note below the cell. Called with switches alone, the default cache is kept.
+    small "cached" note below the cell. policy: what functions and wrapped clients that pass no
+    policy= use, from their next call on ("forever": kept until cleared; default "auto", or
+    LLM_MEMO_POLICY). Called with switches alone, the default cache is kept.
     """
-    global _default, _enabled
+    global _default, _enabled, _policy
+    if policy is not None:
+        _policy = validate_policy(policy)
     if notebook_badges is not None:
         hooks.on_hit = _notebook_badge if notebook_badges else None
     if enabled is not None:

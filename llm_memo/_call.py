@@ -10,18 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ._cache import Cache, Hit, caching_enabled, default_cache, hooks
+from ._cache import Cache, Hit, caching_enabled, default_cache, default_policy, hooks
 from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
 from ._flight import AsyncFlights, Flights
 from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
 from ._keys import KeyMaker
-from ._policy import extract_prompt, resolve_lifetime, validate_policy, validate_ttl
+from ._policy import (
+    CachePolicy,
+    PolicyCallable,
+    extract_prompt,
+    resolve_lifetime,
+    validate_policy,
+    validate_ttl,
+)
 from ._pricing import savings_of
 from ._records import Stats
 from ._redact import preview
@@ -86,10 +95,37 @@ class Plan(NamedTuple):
     started: float
 
 
+_LIBRARIES = ("llm_memo", "openai", "httpx", "httpx2", "wrapt", "asyncio")  # between the user and the warning
+
+
+def _stacklevel_of_caller() -> int:
+    """The `stacklevel` of the first frame outside llm_memo and the libraries it sits in.
+
+    A warning then points at the user's line, however deep the SDK, the HTTP client and the
+    sync/async/generator drivers nest the call (skip_file_prefixes does this from 3.12 on).
+    """
+    prefixes = tuple(os.path.dirname(module.__file__) + os.sep for name in _LIBRARIES
+                     if (module := sys.modules.get(name)) is not None and module.__file__)
+    frame, level = sys._getframe(2), 2  # the caller of the function that calls warnings.warn
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(prefixes):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _own_policy(policy: Any) -> CachePolicy | PolicyCallable | None:
+    """A function's own policy=, checked; None: the process default, read at each call (so
+    configure(policy=...) after decorating applies), checked now that a bad LLM_MEMO_POLICY
+    fails at decoration rather than after a call was paid for."""
+    if policy is None:
+        default_policy()
+        return None
+    return validate_policy(policy)
+
+
 class Engine:
     """Per-function state: how to key, guard and time-limit its calls, and its counters."""
 
-    def __init__(self, func: Callable[..., Any], *, policy: Any = "auto", ttl: Any = None,
+    def __init__(self, func: Callable[..., Any], *, policy: Any = None, ttl: Any = None,
                  cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
                  version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
                  on_nondeterministic: str = "bypass", intent_arg: str | None = None,
@@ -103,7 +139,7 @@ class Engine:
             raise TypeError(f"namespace= takes a str; got namespace={namespace!r}")
         if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
             raise TypeError(f"tags= takes a list of str; got tags={tags!r}")
-        self.policy = validate_policy(policy)
+        self.policy = _own_policy(policy)
         self.ttl = validate_ttl(ttl)
         self.mode = validate_mode(on_nondeterministic)
         self.keys = KeyMaker(func, ignore=ignore, version=version, namespace=namespace, track_source=track_source)
@@ -166,17 +202,19 @@ class Engine:
     def _warn_bypass(self, temperature: Any) -> None:
         if not self._warned:
             self._warned = True
+            called = (f"with temperature={temperature!r}" if temperature is not None
+                      else "with temperature not set (the provider samples at its default)")
             warnings.warn(
-                f"{self.function}() was called with temperature={temperature!r}: its answers vary, so "
-                "llm_memo calls it uncached. Pass temperature=0 to cache it, or choose "
-                "on_nondeterministic='cache' (record one sample) or 'raise'.",
-                NonDeterministicCallWarning, stacklevel=5,
+                f"{self.function}() was called {called}: its answers vary, so llm_memo calls it "
+                "uncached. Pass temperature=0 to cache it, or choose on_nondeterministic='cache' "
+                "(record one sample) or 'raise'.",
+                NonDeterministicCallWarning, stacklevel=_stacklevel_of_caller(),
             )
 
     def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
         """(policy used, seconds to keep; 0 stores nothing, None never expires)."""
         prompt = extract_prompt(arguments, self.intent_arg)
-        return resolve_lifetime(self.policy, self.ttl, prompt)
+        return resolve_lifetime(default_policy() if self.policy is None else self.policy, self.ttl, prompt)
 
     def metadata(self, arguments: dict[str, Any], policy: Any) -> dict[str, Any]:
         """What an entry records about the call that produced it (secrets redacted)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ._cache import Cache, Stored
+from ._cache import Cache, Stored, caching_enabled
 from ._cli_output import (
     Out,
     byte_size,
@@ -77,15 +77,21 @@ def _filtered(args: argparse.Namespace) -> bool:
 
 
 def cmd_stats(cache: Cache, args: argparse.Namespace, out: Out) -> int:
+    off = None if caching_enabled() else _caching_off()
     if args.by:
         groups = cache.ledger.totals(by=args.by) if cache.ledger is not None else None
         if groups is None:
             raise CommandError(f"no readable savings ledger in {cache.directory}")
         if args.json:
-            out.text(json.dumps({"directory": str(cache.directory), "by": args.by,
+            out.text(json.dumps({"directory": str(cache.directory), "enabled": off is None, "by": args.by,
                                  "groups": [{args.by: k or None, **stats_fields(s)} for k, s in sorted(groups.items())]},
                                 indent=2))
             return 0
+        if off is not None:
+            out.text(off)
+            if not groups:
+                return 0
+            out.text("")
         rows = [[k or "-", f"{s.calls:,}", f"{s.hits:,}", f"{s.misses:,}", f"{s.bypassed:,}", f"{s.errors:,}",
                  f"{s.hit_rate:.1%}", f"{s.time_saved:,.2f} s", f"{s.tokens_saved:,}", f"${s.cost_saved:,.4f}"]
                 for k, s in sorted(groups.items())]
@@ -94,14 +100,29 @@ def cmd_stats(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         return 0
     stats, usage, semantic = cache.stats(), cache.usage(), semantic_summary(cache.directory)
     if args.json:
-        out.text(json.dumps({"directory": str(cache.directory), **stats_fields(stats),
+        out.text(json.dumps({"directory": str(cache.directory), "enabled": off is None, **stats_fields(stats),
                              "tiers": {k: {"entries": n, "bytes": b} for k, (n, b) in usage.items()},
                              "semantic": semantic_fields(semantic)}, indent=2))
         return 0
+    if off is not None:
+        out.text(off)
+        if stats.calls == 0 and not any(n for n, _ in usage.values()):
+            return 0  # a table of zeros would say only that nothing happened
+        out.text("")
     rows = [["directory", str(cache.directory)], *stats_rows(stats), *semantic_rows(semantic)]
     rows += [[f"{tier} entries", f"{n:,} ({byte_size(b)})"] for tier, (n, b) in usage.items() if tier != "memory"]
     out.table(["", ""], rows, header=False)
     return 0
+
+
+def _caching_off() -> str:
+    """Why caching is off in this process, and how to turn it on."""
+    value = os.environ.get("LLM_MEMO_DISABLE", "").strip()
+    if value.lower() not in ("", "0", "false", "no"):
+        return (f"caching is off: LLM_MEMO_DISABLE={value} is set, so calls run uncached and are not counted.\n"
+                "To turn it on, unset LLM_MEMO_DISABLE (or set LLM_MEMO_DISABLE=0).")
+    return ("caching is off: llm_memo.configure(enabled=False) turned it off in this process.\n"
+            "To turn it on: llm_memo.configure(enabled=True).")
 
 
 def cmd_ls(cache: Cache, args: argparse.Namespace, out: Out) -> int:

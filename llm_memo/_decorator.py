@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import pickle
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from functools import cache as once
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import wrapt
 
@@ -22,28 +24,23 @@ P = ParamSpec("P")
 R = TypeVar("R", covariant=True)
 
 
-class CachedFunction(Protocol, Generic[P, R]):
-    """What @llm_cache returns: the function, plus methods to inspect and manage its cache."""
+class CachedFunction(Generic[P, R]):
+    """What @llm_cache returns: the function, plus methods to inspect and manage its cache.
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
-    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str: ...
-    def cache_info(self) -> Stats: ...
-    def cache_clear(self) -> int: ...
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool: ...
-    def warm(self, calls: Iterable[Any], *, concurrency: int = 4, progress: bool = True) -> WarmReport: ...
-    async def awarm(self, calls: Iterable[Any], *, concurrency: int = 4, progress: bool = True) -> WarmReport: ...
-
-
-class _Methods:
-    """cache_key / cache_info / cache_clear / invalidate / warm, shared by the bound and unbound proxies."""
+    A wrapt proxy: it is still the function for everything else (name, signature, docstring,
+    `inspect.isfunction`), and `isinstance(fn, llm_memo.CachedFunction)` tells it apart.
+    """
 
     _self_engine: Engine
+
+    if TYPE_CHECKING:
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def _split(self, args: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
         """(the instance a method is bound to, the other arguments) - as wrapt splits a call."""
         return None, args
 
-    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The 64-hex key this call would use; nothing is called or stored."""
         engine = self._self_engine
         instance, args = self._split(args)
@@ -62,14 +59,16 @@ class _Methods:
         cache = engine.current_cache()
         return 0 if cache is None else cache.invalidate(tag=self.__llm_memo_tag__)
 
-    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Remove the entry this call would hit; True if there was one."""
         cache = self._self_engine.current_cache()
         return False if cache is None else cache.delete(self.cache_key(*args, **kwargs))
 
     def warm(self, calls: Iterable[Any], *, concurrency: int = 4, progress: bool = True) -> WarmReport:
-        """Run `calls` through this function, skipping stored ones (tuple: positional arguments,
-        dict: keyword arguments, anything else: the one argument); see llm_memo.WarmReport."""
+        """Run `calls` through this function, skipping the ones already stored.
+
+        Each call is a tuple (positional arguments), a dict (keyword arguments) or anything
+        else (the one argument); see llm_memo.WarmReport."""
         return warm(self, calls, concurrency=concurrency, progress=progress,
                     cache=self._self_engine.current_cache())
 
@@ -88,6 +87,49 @@ class _Methods:
         """"module.qualname", as used in the function's tag and in `llm-memo ls`."""
         return self._self_engine.function
 
+    def getdoc(self) -> str:
+        """The function's docstring, then the cache methods: what help(fn) and IPython's fn? show."""
+        return f"{inspect.cleandoc(self.__wrapped__.__doc__ or '')}\n\n{_help_section()}"
+
+    def __dir__(self) -> list[str]:
+        """The function's attributes and the cache methods (wrapt would list the function's only)."""
+        return sorted({*dir(self.__wrapped__), *_CACHE_METHODS, "cache_function_name", "getdoc", "__wrapped__"})
+
+    def __repr__(self) -> str:
+        return f"<llm_memo cached function {self._self_engine.function}>"
+
+
+
+def _docstring(proxy: CachedFunction[..., Any]) -> str | None:
+    """The function's own docstring; for help() (pydoc), followed by the cache methods.
+
+    Only pydoc sees the addition: tool schemas, prompt frameworks and Sphinx read `__doc__`
+    as the user's own text, and some send it to a model.
+    """
+    doc: str | None = proxy.__wrapped__.__doc__
+    return proxy.getdoc() if sys._getframe(1).f_globals.get("__name__") == "pydoc" else doc
+
+
+_CACHE_METHODS = ("cache_key", "cache_info", "cache_clear", "invalidate", "warm", "awarm")  # as help() lists them
+
+
+@once
+def _help_section() -> str:
+    """The lines help(fn) shows below the function's docstring: each cache method and its summary."""
+    lines = ["Cached by llm_memo (@llm_cache); cache methods:"]
+    for name in _CACHE_METHODS:
+        method = getattr(CachedFunction, name)
+        summary = inspect.cleandoc(method.__doc__).split("\n")[0]
+        lines.append(f"    {name}{_short_signature(method)}: {summary}")
+    return "\n".join(lines)
+
+
+def _short_signature(method: Callable[..., Any]) -> str:
+    """`(calls, *, concurrency=4, progress=True)`: the parameters after self, without annotations."""
+    signature = inspect.signature(method)
+    parameters = [p.replace(annotation=p.empty) for p in list(signature.parameters.values())[1:]]
+    return str(signature.replace(parameters=parameters, return_annotation=signature.empty))
+
 
 def _by_name(module: str, qualname: str) -> Any:
     """The object `qualname` names in `module`: how a pickled cached function is found again."""
@@ -97,7 +139,7 @@ def _by_name(module: str, qualname: str) -> Any:
     return target
 
 
-class _BoundCachedFunction(_Methods, wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+class _BoundCachedFunction(CachedFunction[..., Any], wrapt.BoundFunctionWrapper):  # type: ignore[misc]
     def __reduce_ex__(self, protocol: Any) -> Any:
         if self._self_instance is None:
             return self._self_parent.__reduce_ex__(protocol)
@@ -108,12 +150,16 @@ class _BoundCachedFunction(_Methods, wrapt.BoundFunctionWrapper):  # type: ignor
             return args[0], args[1:]  # Class.method(instance, ...): the instance comes first
         return self._self_instance, args
 
+    def __repr__(self) -> str:
+        bound = "" if self._self_instance is None else f" of {self._self_instance!r}"
+        return f"<llm_memo cached function {self._self_engine.function}{bound}>"
+
     @property
     def _self_engine(self) -> Engine:  # type: ignore[override]
         return self._self_parent._self_engine
 
 
-class _CachedFunction(_Methods, wrapt.FunctionWrapper):  # type: ignore[misc]
+class _CachedFunction(CachedFunction[..., Any], wrapt.FunctionWrapper):  # type: ignore[misc]
     __bound_function_wrapper__ = _BoundCachedFunction
 
     def __init__(self, wrapped: Callable[..., Any], engine: Engine) -> None:
@@ -137,11 +183,15 @@ class _CachedFunction(_Methods, wrapt.FunctionWrapper):  # type: ignore[misc]
         return _by_name, (module, qualname)
 
 
+# After the classes exist: wrapt's metaclass puts its own __doc__ (the function's) on each proxy class.
+_CachedFunction.__doc__ = _BoundCachedFunction.__doc__ = property(_docstring)  # type: ignore[assignment]
+
+
 @overload
 def llm_cache(func: Callable[P, R]) -> CachedFunction[P, R]: ...
 @overload
 def llm_cache(
-    func: None = None, *, policy: CachePolicy | str | Callable[[str], Any] = "auto", ttl: Any = None,
+    func: None = None, *, policy: CachePolicy | str | Callable[[str], Any] | None = None, ttl: Any = None,
     cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
     version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
     on_nondeterministic: str = "bypass", intent_arg: str | None = None, track_source: bool = True,
@@ -149,7 +199,7 @@ def llm_cache(
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
-def llm_cache(func: Any = None, *, policy: Any = "auto", ttl: Any = None, cache: Cache | None = None,
+def llm_cache(func: Any = None, *, policy: Any = None, ttl: Any = None, cache: Cache | None = None,
               ignore: Iterable[str] = (), key: Callable[..., Any] | None = None, version: Any = None,
               tags: Sequence[str] = (), namespace: str | None = None, on_nondeterministic: str = "bypass",
               intent_arg: str | None = None, track_source: bool = True, semantic: Any = None,
@@ -157,7 +207,9 @@ def llm_cache(func: Any = None, *, policy: Any = "auto", ttl: Any = None, cache:
     """Memoize a prompt function (plain, async, generator or async generator; methods too).
 
     policy: "auto" (classify the prompt's intent), a CachePolicy or its name, or a callable
-        taking the prompt text. ttl: seconds or timedelta; overrides the policy.
+        taking the prompt text; default: the process default, read at each call
+        (configure(policy=...), else LLM_MEMO_POLICY, else "auto").
+        ttl: seconds or timedelta; overrides the policy.
     cache: the Cache to use (default: the process default, see configure()).
     ignore: parameters left out of the key. key: a callable taking the call's arguments and
         returning the value to key by instead. version / namespace: part of every key.

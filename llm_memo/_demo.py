@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._cache import Cache, default_directory
 from ._errors import NonDeterministicCallWarning
@@ -29,7 +30,16 @@ QUESTIONS = [
 ]
 
 
-def _workload(client: Any, model: str, embedding_model: str) -> list[tuple[str, Callable[[], Any]]]:
+class _Target(NamedTuple):
+    client: Any
+    model: str
+    embedding_model: str
+    where: str
+    construct: str  # the code that builds the client, as the demo prints it
+
+
+def _workload(client: Any, model: str, embedding_model: str) -> list[tuple[str, int, Callable[[], Any]]]:
+    """(label, how many times, the call): each call repeated in a row, its row printed after."""
     def chat(text: str, **options: Any) -> Callable[[], Any]:
         return lambda: client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": text}], **options)
@@ -41,28 +51,47 @@ def _workload(client: Any, model: str, embedding_model: str) -> list[tuple[str, 
             return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
         return call
 
-    calls: list[tuple[str, Callable[[], Any]]] = []
-    for _ in range(3):
-        calls += [(f"reference: {q[:24]}...", chat(q, temperature=0)) for q in QUESTIONS]
-    calls += [("time-sensitive (never cached)", chat("What's the weather in Paris today?", temperature=0))] * 2
-    calls += [("temperature 0.9 (bypassed)", chat("Write a haiku about caches.", temperature=0.9))] * 2
-    calls += [("streamed answer", streamed("Explain how HTTP keep-alive works."))] * 3
-    calls += [("embeddings", lambda: client.embeddings.create(model=embedding_model, input=QUESTIONS))] * 2
-    return calls
+    return [
+        *((f"reference: {q[:24]}...", 3, chat(q, temperature=0)) for q in QUESTIONS),
+        ("time-sensitive (never cached)", 2, chat("What's the weather in Paris today?", temperature=0)),
+        ("temperature 0.9 (bypassed)", 2, chat("Write a haiku about caches.", temperature=0.9)),
+        ("streamed answer", 3, streamed("Explain how HTTP keep-alive works.")),
+        ("embeddings", 2, lambda: client.embeddings.create(model=embedding_model, input=QUESTIONS)),
+    ]
 
 
-def _client(live: bool, server_url: str | None) -> tuple[Any, str, str, str]:
+def _snippet(target: _Target, directory: str) -> str:
+    """The lines of code the demo runs, with its real endpoint, model and cache directory."""
+    imports = "import os\n        import llm_memo, openai" if "os.environ" in target.construct \
+        else "import llm_memo, openai"
+    return textwrap.indent(textwrap.dedent(f"""\
+        {imports}
+
+        client = llm_memo.wrap({target.construct},
+                               cache=llm_memo.Cache({directory!r}))
+        for question in QUESTIONS:  # three reference questions, each asked 3 times
+            client.chat.completions.create(model={target.model!r}, temperature=0,
+                                           messages=[{{"role": "user", "content": question}}])
+        # then a time-sensitive question, temperature=0.9, stream=True and
+        # client.embeddings.create(model={target.embedding_model!r}, input=QUESTIONS)"""), "    ")
+
+
+def _client(live: bool, server_url: str | None) -> _Target:
     import openai
 
     if not live:
         assert server_url is not None
-        return openai.OpenAI(api_key="demo-key", base_url=server_url), "gpt-4o-mini", "text-embedding-3-small", \
-            "local server"
+        return _Target(openai.OpenAI(api_key="demo-key", base_url=server_url), "gpt-4o-mini",
+                       "text-embedding-3-small", "local server",
+                       f"openai.OpenAI(base_url={server_url!r}, api_key='demo-key')")
     if os.environ.get("OPENROUTER_API_KEY"):
-        return (openai.OpenAI(api_key=os.environ["OPENROUTER_API_KEY"], base_url="https://openrouter.ai/api/v1"),
-                "openai/gpt-4o-mini", "openai/text-embedding-3-small", "OpenRouter")
+        url = "https://openrouter.ai/api/v1"
+        return _Target(openai.OpenAI(api_key=os.environ["OPENROUTER_API_KEY"], base_url=url),
+                       "openai/gpt-4o-mini", "openai/text-embedding-3-small", "OpenRouter",
+                       f"openai.OpenAI(base_url={url!r}, api_key=os.environ['OPENROUTER_API_KEY'])")
     if os.environ.get("OPENAI_API_KEY"):
-        return openai.OpenAI(), "gpt-4o-mini", "text-embedding-3-small", "OpenAI"
+        return _Target(openai.OpenAI(), "gpt-4o-mini", "text-embedding-3-small", "OpenAI",
+                       "openai.OpenAI()  # the key from OPENAI_API_KEY")
     raise SystemExit("llm-memo demo --live needs OPENROUTER_API_KEY or OPENAI_API_KEY in the environment")
 
 
@@ -79,39 +108,50 @@ def _server(latency: float) -> Any:
     return LocalServer(latency=latency).start()
 
 
-def run(directory: str | None, live: bool = False, latency: float = 0.4, out: Callable[[str], Any] = print) -> int:
-    """Run the workload and print what the cache did."""
+def _say(line: str) -> None:
+    """Print one line now, piped or not: a demo's output is read as it runs."""
+    print(line, flush=True)
+
+
+def run(directory: str | None, live: bool = False, latency: float = 0.4, out: Callable[[str], Any] = _say) -> int:
+    """Show the code, run the workload with a row per call as it completes, then what the cache did."""
     server = None if live else _server(latency)
-    raw, model, embedding_model, where = _client(live, server.url if server else None)
+    target = _client(live, server.url if server else None)
     cache = Cache(directory) if directory else Cache(default_directory() / "demo")
     try:
-        client = wrap(raw, cache=cache)
-        rows: dict[str, list[float]] = {}
+        client = wrap(target.client, cache=cache)
+        out(f"llm_memo demo against the {target.where} - cache in {cache.directory}")
+        out("")
+        out(_snippet(target, str(cache.directory)))
+        out("")
+        out(f"{'call':40} {'calls':>5} {'first':>9} {'repeats':>9}")
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonDeterministicCallWarning)  # the demo bypasses on purpose
-            for label, call in _workload(client, model, embedding_model):
-                t0 = time.perf_counter()
-                call()
-                rows.setdefault(label, []).append(time.perf_counter() - t0)
-        total = time.perf_counter() - started
-        _report(out, where, cache, rows, total)
+            for label, times, call in _workload(client, target.model, target.embedding_model):
+                out(_row(label, [_timed(call) for _ in range(times)]))
+        _summary(out, cache, time.perf_counter() - started)
     finally:
-        raw.close()
+        target.client.close()
         cache.close()
         if server is not None:
             server.stop()
     return 0
 
 
-def _report(out: Callable[[str], Any], where: str, cache: Cache, rows: dict[str, list[float]], total: float) -> None:
+def _timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def _row(label: str, times: list[float]) -> str:
+    repeats = sum(times[1:]) / max(1, len(times) - 1)
+    return f"{label:40} {len(times):>5} {times[0] * 1000:>7.0f}ms {repeats * 1000:>7.1f}ms"
+
+
+def _summary(out: Callable[[str], Any], cache: Cache, total: float) -> None:
     stats = cache.counters.snapshot()
-    out(f"llm_memo demo against the {where} - cache in {cache.directory}")
-    out("")
-    out(f"{'call':40} {'calls':>5} {'first':>9} {'repeats':>9}")
-    for label, times in rows.items():
-        repeats = sum(times[1:]) / max(1, len(times) - 1)
-        out(f"{label:40} {len(times):>5} {times[0] * 1000:>7.0f}ms {repeats * 1000:>7.1f}ms")
     out("")
     tiers = ", ".join(f"{tier} {n}" for tier, n in sorted(stats.hits_by_tier.items())) or "none"
     uncached = total + stats.time_saved

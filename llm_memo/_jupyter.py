@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from ._cache import Hit, default_cache
-from ._cli import CommandError, Out, UsageError, run
+from ._cli import CommandError, Out, UsageError, build_parser, run
 
 __all__ = ["load_ipython_extension", "show_badge"]
 
@@ -42,6 +42,9 @@ def llm_memo_magic(line: str) -> None:
     except ValueError as exc:
         print(f"%llm_memo: error: {exc}", file=sys.stderr)
         return
+    if not argv:
+        print(_usage())
+        return
     if len(argv) > 1 and argv[0] == "warm" and ":" not in argv[1] and not argv[1].startswith("-"):
         argv[1] = f"__main__:{argv[1]}"  # the notebook's own namespace is the kernel's __main__
     out = HtmlOut()
@@ -52,6 +55,17 @@ def llm_memo_magic(line: str) -> None:
     except SystemExit:  # --help printed its text
         pass
     out.show()
+
+
+def _usage() -> str:
+    """What %llm_memo alone prints: the commands a notebook has, described by the CLI's own parser."""
+    parser = build_parser(prog="%llm_memo")
+    commands = next(action for action in parser._actions if action.dest == "command")  # the subcommands
+    lines = ["%llm_memo COMMAND [options]: the llm-memo commands, on this kernel's default cache "
+             "(or another with --dir DIR)", ""]
+    lines += [f"  {verb:8} {commands.choices[verb].description}" for verb in _VERBS]
+    lines += ["", "Each command's options: %llm_memo stats --help, %llm_memo ls --help, ..."]
+    return "\n".join(lines)
 
 
 class HtmlOut(Out):

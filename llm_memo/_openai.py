@@ -10,6 +10,8 @@ get the SDK's own objects and streams. Only POSTs to /chat/completions, /respons
 from __future__ import annotations
 
 import asyncio
+import copy
+import sys
 import time
 from collections.abc import Callable, Mapping
 from functools import cache as once
@@ -35,7 +37,7 @@ _DROP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "con
 HIT_HEADER = "x-llm-memo-cache"
 
 
-def wrap(client: Any, *, cache: Cache | None = None, policy: Any = "auto", ttl: Any = None,
+def wrap(client: Any, *, cache: Cache | None = None, policy: Any = None, ttl: Any = None,
          on_nondeterministic: str = "bypass", namespace: str | None = None, version: Any = None,
          cache_stateful: bool = False, semantic: Any = None) -> Any:
     """A copy of `client` (openai.OpenAI or AsyncOpenAI) that caches deterministic calls.
@@ -46,25 +48,45 @@ def wrap(client: Any, *, cache: Cache | None = None, policy: Any = "auto", ttl: 
     unless `cache_stateful=True`. Different API keys share entries; pass `namespace=` to
     keep them apart. The client you pass in is left as it was. `semantic=` (an
     llm_memo.SemanticMatch) serves paraphrases of non-streamed chat and Responses calls.
+    Without `policy=`, chat and Responses calls follow the process default (see
+    llm_memo.configure) and embeddings are kept forever.
     """
-    http = getattr(client, "_client", None)
-    transport = getattr(http, "_transport", None)
-    if http is None or transport is None or not hasattr(client, "with_options"):
-        raise TypeError(f"wrap() takes an openai.OpenAI or openai.AsyncOpenAI client; got {client!r}")
+    _check_client(client)
+    http = client._client
     front = _Front(cache=cache, policy=policy, ttl=ttl, on_nondeterministic=on_nondeterministic,
                    namespace=namespace, version=version, cache_stateful=cache_stateful, semantic=semantic)
-    module = _http_module(http)
-    is_async = hasattr(transport, "handle_async_request")
-    classes = _classes(module)
-    caching = classes.AsyncTransport if is_async else classes.Transport
-    mounts = {pattern.pattern: None if inner is None else caching(inner, front, http)
-              for pattern, inner in getattr(http, "_mounts", {}).items()}  # proxies, custom routes
-    ours = (module.AsyncClient if is_async else module.Client)(
-        transport=caching(transport, front, http), mounts=mounts, timeout=http.timeout,
-        follow_redirects=http.follow_redirects, event_hooks=http.event_hooks, trust_env=False)
-    wrapped = client.with_options(http_client=ours)
+    is_async = hasattr(http._transport, "handle_async_request")
+    classes = _classes(_http_module(http))
+    wrapped = client.with_options(http_client=_caching_copy(http, classes.AsyncTransport if is_async
+                                                            else classes.Transport, front))
     wrapped.__class__ = _guarded(type(wrapped), is_async)
     return wrapped
+
+
+def _check_client(client: Any) -> None:
+    """Refuse, with a TypeError, anything but an openai client: wrap() would cache nothing."""
+    openai = sys.modules.get("openai")  # not imported: a client of it cannot exist without it
+    supported = () if openai is None else (openai.OpenAI, openai.AsyncOpenAI)
+    if not isinstance(client, supported):
+        got = type(client).__module__ + "." + type(client).__qualname__
+        raise TypeError(f"wrap() takes an openai.OpenAI or openai.AsyncOpenAI client (or a subclass such as "
+                        f"openai.AzureOpenAI); got a {got}: {client!r:.80}. Other providers' clients are not "
+                        "supported yet: cache their calls with @llm_cache on the function that makes them")
+
+
+def _caching_copy(http: Any, caching: type, front: _Front) -> Any:
+    """A shallow copy of the user's HTTP client whose transports go through the cache.
+
+    Copying keeps (and shares) everything the user set on it - headers, cookies, auth, params,
+    base URL, event hooks, timeouts, redirects - and wrapping its transports keeps what lives there:
+    proxies and custom routes (the mounts), TLS verification, limits. The user's client is
+    left as it was.
+    """
+    ours = copy.copy(http)
+    ours._transport = caching(http._transport, front, http)
+    ours._mounts = {pattern: None if inner is None else caching(inner, front, http)
+                    for pattern, inner in http._mounts.items()}
+    return ours
 
 
 def _http_module(http: Any) -> Any:
@@ -99,7 +121,7 @@ class _Front:
         self.engines: dict[str, Engine] = {}
         for _, kind in _ENDPOINTS:
             deterministic = kind == "embeddings"
-            embeddings_policy = CachePolicy.FOREVER if policy == "auto" else policy
+            embeddings_policy = CachePolicy.FOREVER if policy in (None, "auto") else policy
             engine = Engine(
                 _endpoint_function(kind), policy=embeddings_policy if deterministic else policy, ttl=ttl,
                 cache=cache, on_nondeterministic=on_nondeterministic, namespace=namespace, version=version,

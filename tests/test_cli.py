@@ -115,6 +115,27 @@ def test_stats_by(populated: Path, by: str) -> None:
         assert sorted(row[0].rsplit(".", 1)[-1] for row in rows) == ["ask", "summarize"]
 
 
+def test_stats_says_caching_is_off_instead_of_zeros(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    Cache(directory).close()
+    result = cli(directory, "stats", env={"LLM_MEMO_DISABLE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("caching is off")
+    assert "LLM_MEMO_DISABLE=1" in result.stdout and "unset LLM_MEMO_DISABLE" in result.stdout
+    assert "calls\t0" not in result.stdout and "hits" not in result.stdout
+    data = json.loads(cli(directory, "stats", "--json", env={"LLM_MEMO_DISABLE": "1"}).stdout)
+    assert data["enabled"] is False
+    assert json.loads(cli(directory, "stats", "--json").stdout)["enabled"] is True
+
+
+def test_stats_with_caching_off_still_shows_what_was_recorded(populated: Path) -> None:
+    result = cli(populated, "stats", env={"LLM_MEMO_DISABLE": "true"})
+    assert result.returncode == 0, result.stderr
+    note, table = result.stdout.split("\n\n", 1)
+    assert note.startswith("caching is off") and "LLM_MEMO_DISABLE=true" in note
+    assert dict(tsv(table))["calls"] == "6"
+
+
 # ---- ls / show -----------------------------------------------------------------------------
 
 def test_ls_lists_entries_with_their_metadata(populated: Path) -> None:

@@ -1001,7 +1001,7 @@ def test_an_invalid_ttl_fails_at_decoration_time(ttl: Any, error: Any) -> None:
 
 
 @pytest.mark.parametrize(("policy", "error"), [("lng", ValueError), ("", ValueError),
-                                               (3, (TypeError, ValueError)), (None, (TypeError, ValueError))])
+                                               (3, (TypeError, ValueError)), (object(), (TypeError, ValueError))])
 def test_an_invalid_policy_fails_at_decoration_time(policy: Any, error: Any) -> None:
     with pytest.raises(error, match=r"policy"):
 

@@ -8,6 +8,8 @@ import re
 import socket
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,35 @@ def test_demo_live_without_api_keys_fails_with_one_line(tmp_path: Path, form: st
     assert "OPENROUTER_API_KEY" in message and "OPENAI_API_KEY" in message
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_demo_shows_the_code_it_runs_before_running_it(tmp_path: Path) -> None:
+    done = run(demo_command(FORMS[0], "--dir", str(tmp_path / "demo-cache"), "--latency", "0.01"))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if "import llm_memo" in line)
+    end = next(i for i, line in enumerate(lines) if line.startswith("call "))  # the table's header
+    assert start < end
+    snippet = textwrap.dedent("\n".join(lines[start:end]))
+    compile(snippet, "demo", "exec")  # real Python, as printed
+    assert "llm_memo.wrap(openai.OpenAI(" in snippet
+    assert "client.chat.completions.create(" in snippet and "temperature=0" in snippet
+    assert str(tmp_path / "demo-cache") in snippet  # the cache it really uses
+
+
+def test_demo_output_arrives_line_by_line_through_a_pipe(tmp_path: Path) -> None:
+    """Piped (CI logs, `| tee`), each line shows as it is printed, not all at the end."""
+    command = demo_command(FORMS[0], "--dir", str(tmp_path / "demo-cache"), "--latency", "0.4")
+    arrived: list[tuple[float, str]] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=child_env()) as process:
+        assert process.stdout is not None and process.stderr is not None
+        for line in process.stdout:
+            arrived.append((time.monotonic(), line))
+        assert process.wait() == 0, process.stderr.read()
+    first_line = arrived[0][0]
+    first_row = next(t for t, line in arrived if line.startswith("reference:"))
+    last_row = next(t for t, line in reversed(arrived) if line.startswith("embeddings"))
+    # 9 misses at 0.4 s each come between the first line and the last row
+    assert last_row - first_line > 2.0, [f"{t - first_line:.2f} {line!r}" for t, line in arrived]
+    assert last_row - first_row > 1.0

@@ -77,7 +77,7 @@ def test_mistakes_print_one_line(shell: InteractiveShell, ask: Any) -> None:
     for line, fragment in [("bogus", "invalid choice: 'bogus'"), ("show zz", "bad key 'zz'"),
                            ("warm nowhere calls.jsonl", "__main__ has no attribute 'nowhere'"),
                            ("serve", "serve is not available here"), ("show 'unclosed", "No closing quotation"),
-                           ("clear", "clear takes --all, or filters"), ("", "required: COMMAND")]:
+                           ("clear", "clear takes --all, or filters"), ("--dir /tmp", "required: COMMAND")]:
         captured = magic(shell, line)
         assert captured.outputs == []
         assert captured.stderr.startswith("%llm_memo: error: ") and fragment in captured.stderr, (line, captured.stderr)
@@ -97,6 +97,30 @@ def test_warm_takes_a_function_of_the_notebook_by_name(shell: InteractiveShell, 
 def test_help_does_not_leave_the_shell(shell: InteractiveShell) -> None:
     captured = magic(shell, "--help")
     assert "usage: llm-memo" in captured.stdout
+
+
+@pytest.mark.parametrize("line", ["", "   "])
+def test_no_arguments_prints_the_help(shell: InteractiveShell, line: str) -> None:
+    captured = magic(shell, line)
+    assert captured.stderr == ""
+    text = captured.stdout
+    assert text.startswith("%llm_memo COMMAND")
+    for verb in ("stats", "ls", "show", "clear", "export", "import", "warm"):
+        assert f"\n  {verb} " in text, verb
+    assert "lifetime hits, misses" in text  # each command with what it does
+    assert "serve" not in text and "demo" not in text  # terminal-only commands are not offered
+    assert "%llm_memo stats --help" in text
+
+
+def test_stats_says_when_this_kernel_turned_caching_off(shell: InteractiveShell) -> None:
+    llm_memo.configure(enabled=False)
+    try:
+        [output] = magic(shell, "stats").outputs
+    finally:
+        llm_memo.configure(enabled=True)
+    text = output.data["text/plain"]
+    assert text.startswith("caching is off: llm_memo.configure(enabled=False)")
+    assert "llm_memo.configure(enabled=True)" in text
 
 
 def test_dir_reads_another_cache(shell: InteractiveShell, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """wrap() with every major openai line users have: 1.x and 2.x (httpx) beside 3.x (httpx2).
 
-Each runs tests/test_openai.py in a virtualenv that sees this environment's packages but
-has its own openai, installed from PyPI as CI installs everything else.
+Each runs tests/test_openai.py and tests/test_wrap_settings.py in a virtualenv that sees this
+environment's packages but has its own openai, installed from PyPI as CI installs everything else.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def test_wrap_suite_passes_with_openai(version: str, tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=120)
     assert check.stdout.strip() == version
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    run = subprocess.run([str(python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_openai.py"],
+    run = subprocess.run([str(python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                          "tests/test_openai.py", "tests/test_wrap_settings.py"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -36,12 +37,17 @@ def test_system_deps_installs_redis_server() -> None:
     assert "redis-server" in (ROOT / ".ci" / "system-deps").read_text(encoding="utf-8")
 
 
-def test_quickstart_runs(tmp_path: Path) -> None:
+def test_quickstart_runs_and_its_answers_survive_a_restart(tmp_path: Path) -> None:
+    """The quickstart uses the default, persistent cache (LLM_MEMO_DIR, as a user's ~/.cache):
+    run again in a new process, every call is a hit."""
     quickstart = _python_blocks()[0]
-    result = subprocess.run([sys.executable, "-c", quickstart], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "Stats(hits=1, misses=1" in result.stdout
+    env = {**os.environ, "LLM_MEMO_DIR": str(tmp_path / "default-cache")}
+    first, second = (subprocess.run([sys.executable, "-c", quickstart], capture_output=True, text=True,
+                                    cwd=tmp_path, env=env, timeout=120) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert "Stats(hits=1, misses=1" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "Stats(hits=2, misses=0" in second.stdout
 
 
 def test_every_python_block_compiles() -> None:
