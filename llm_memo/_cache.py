@@ -111,7 +111,8 @@ class Cache:
             self._add_redis(redis_url or os.environ["LLM_MEMO_REDIS_URL"], redis_prefix, read_only)
 
     def _add_disk(self, size_limit: int, read_only: bool) -> None:
-        from ._disk import DiskTier, ReadOnlyDiskTier  # diskcache and sqlite3 load only when wanted
+        from ._disk import DiskTier  # diskcache and sqlite3 load only when a disk tier is wanted
+        from ._disk_read import ReadOnlyDiskTier
 
         try:
             self.tiers.append(ReadOnlyDiskTier(self.directory, clock=self.clock) if read_only

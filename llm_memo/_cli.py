@@ -25,7 +25,7 @@ from typing import Any
 from ._cache import Cache, default_directory
 from ._cli_commands import COMMANDS, CommandError, UsageError, check_usage, cmd_warm
 from ._cli_output import Out
-from ._disk import has_database
+from ._disk_read import has_database
 
 __all__ = ["CommandError", "Out", "UsageError", "build_parser", "main", "run"]
 
