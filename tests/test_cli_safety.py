@@ -20,8 +20,11 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llm_memo import Cache, llm_cache
+from llm_memo._cli_output import safe, safe_json, shorten
 from llm_memo._codec import FLAG_PLAIN, Header, pack
 
 pytestmark = pytest.mark.slow
@@ -120,6 +123,42 @@ def populated(tmp_path: Path) -> Path:
         summarize("A long text to summarize")
         summarize("A long text to summarize")
     return directory
+
+
+# ---- the pure pieces: escaping and shortening ----------------------------------------------------
+
+@given(st.text())
+def test_safe_leaves_nothing_a_terminal_obeys(text: str) -> None:
+    assert not UNSAFE.search(safe(text)) and "\t" not in safe(text) and "\n" not in safe(text)
+    kept = safe(text, lines=True)
+    assert not UNSAFE.search(kept)
+    assert kept.count("\n") == text.count("\n") and kept.count("\t") == text.count("\t")
+    if not re.search(r"[\x00-\x1f\x7f-\x9f]|[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+                     r"|[\ud800-\udfff]", text):
+        assert safe(text) == text  # harmless text is untouched
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(),
+                    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner), max_leaves=10))
+def test_safe_json_is_the_same_data(value: object) -> None:
+    try:
+        encoded = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONEncodeError:
+        return  # lone surrogates: not JSON orjson writes
+    escaped = safe_json(encoded)
+    assert not UNSAFE.search(escaped)
+    assert orjson.loads(escaped) == value
+
+
+@given(st.text(), st.integers(1, 120))
+def test_shorten_fits_and_keeps_both_ends(text: str, columns: int) -> None:
+    short = shorten(text, columns)
+    assert width(short) <= columns
+    if width(text) <= columns:
+        assert short == text
+    else:
+        head, _, tail = short.partition("…")
+        assert text.startswith(head) and text.endswith(tail)
 
 
 # ---- control characters ------------------------------------------------------------------------
