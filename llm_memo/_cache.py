@@ -72,7 +72,12 @@ def default_directory() -> Path:
 
 
 class Cache:
-    """The tier hierarchy: memory, then disk, then (optionally) Redis."""
+    """The tier hierarchy: memory, then disk, then (optionally) Redis.
+
+    read_only=True opens an existing disk tier and its savings ledger without writing a byte
+    (a read-only mount too) and starts no invalidation listener: for looking at a cache.
+    Writes to the disk tier then fail (counted, as any tier fault); no directory is created.
+    """
 
     def __init__(
         self,
@@ -85,11 +90,13 @@ class Cache:
         disk: bool = True,
         allow_pickle: bool = False,
         clock: Callable[[], float] | None = None,
+        read_only: bool = False,
     ) -> None:
         _check_size("memory_maxsize", memory_maxsize)
         _check_size("disk_size_limit", disk_size_limit)
         self._config = dict(memory_maxsize=memory_maxsize, disk_size_limit=disk_size_limit, redis_url=redis_url,
-                            redis_prefix=redis_prefix, disk=disk, allow_pickle=allow_pickle, clock=clock)
+                            redis_prefix=redis_prefix, disk=disk, allow_pickle=allow_pickle, clock=clock,
+                            read_only=read_only)
         self.clock = clock or time.time
         self.allow_pickle = allow_pickle
         self.directory = Path(directory).expanduser() if directory is not None else default_directory()
@@ -102,21 +109,24 @@ class Cache:
                                  tags_of=_envelope_tags)
         self.tiers: list[Tier] = [self.memory]
         if disk:
-            self._add_disk(disk_size_limit)
+            self._add_disk(disk_size_limit, read_only)
         if redis_url or os.environ.get("LLM_MEMO_REDIS_URL"):
-            self._add_redis(redis_url or os.environ["LLM_MEMO_REDIS_URL"], redis_prefix)
+            self._add_redis(redis_url or os.environ["LLM_MEMO_REDIS_URL"], redis_prefix, read_only)
 
-    def _add_disk(self, size_limit: int) -> None:
+    def _add_disk(self, size_limit: int, read_only: bool) -> None:
         from ._disk import DiskTier  # diskcache and sqlite3 load only when a disk tier is wanted
+        from ._disk_read import ReadOnlyDiskTier
 
         try:
-            self.tiers.append(DiskTier(self.directory, size_limit=size_limit, clock=self.clock))
+            self.tiers.append(ReadOnlyDiskTier(self.directory, clock=self.clock) if read_only
+                              else DiskTier(self.directory, size_limit=size_limit, clock=self.clock))
         except Exception as exc:  # read-only or unusable directory: memory keeps working
             self._fault("disk", "open", exc, None)
         else:
-            self.ledger = Ledger(self.directory, clock=self.clock)  # opens its file on first write
+            # opens its file on first write (read_only: never writes it)
+            self.ledger = Ledger(self.directory, clock=self.clock, read_only=read_only)
 
-    def _add_redis(self, url: str, prefix: str) -> None:
+    def _add_redis(self, url: str, prefix: str, read_only: bool) -> None:
         try:
             from ._redis import RedisTier
         except ImportError as exc:
@@ -126,6 +136,9 @@ class Cache:
         from ._broadcast import Invalidations
 
         shared = RedisTier(url, prefix=prefix, clock=self.clock)
+        if read_only:
+            self.tiers.append(shared)
+            return
         disk = any(tier.name == "disk" for tier in self.tiers)
         self.invalidations = Invalidations(shared, list(self.tiers), self.directory if disk else None,
                                            report=lambda op, exc: self._warn("redis", op, exc))

@@ -1,7 +1,12 @@
 """llm-memo: manage a cache from a terminal (stats, ls, show, clear, export, import, warm, serve, demo).
 
-Every command reads ``--dir``, else ``$LLM_MEMO_DIR``, else the default cache directory.
-Output is an aligned table on a terminal and tab-separated text when piped. Mistakes
+Every command reads ``--dir``, else ``$LLM_MEMO_DIR``, else the default cache directory;
+every command but ``import`` needs a cache there (exit 1 "no llm_memo cache at ..." when there
+is none), and the read-only ones (stats, ls, show, export) open it read-only: they create and
+write nothing, and they read a cache on a read-only mount. ``clear`` asks on a terminal and,
+without one, removes nothing unless given ``--yes``.
+Output is an aligned table on a terminal (cut in the middle to its width) and tab-separated
+text when piped; control characters in cached content are shown escaped, never sent. Mistakes
 end in one line on stderr: exit 2 for usage (unknown command, bad key, bad duration),
 1 for everything else; never a traceback.
 This module parses and dispatches; ``_cli_commands`` does the work and ``_cli_output`` shows it.
@@ -10,6 +15,7 @@ This module parses and dispatches; ``_cli_commands`` does the work and ``_cli_ou
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -17,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ._cache import Cache, default_directory
-from ._cli_commands import COMMANDS, CommandError, UsageError, cmd_warm
+from ._cli_commands import COMMANDS, CommandError, UsageError, check_usage, cmd_warm
 from ._cli_output import Out
+from ._disk_read import has_database
 
 __all__ = ["CommandError", "Out", "UsageError", "build_parser", "main", "run"]
 
@@ -132,12 +139,16 @@ def _delegate(command: str, directory: str | None, rest: list[str]) -> int:
     return demo(rest)
 
 
+READ_ONLY = ("stats", "ls", "show", "export")
+
+
 def open_cache(args: argparse.Namespace) -> Cache:
-    """The cache --dir / $LLM_MEMO_DIR names; CommandError when there is none to read."""
+    """The cache --dir / $LLM_MEMO_DIR names (read-only for READ_ONLY commands); CommandError
+    when there is none, so that no command but import creates one."""
     directory = Path(args.dir).expanduser() if getattr(args, "dir", None) else default_directory()
-    if args.command != "import" and not directory.is_dir():
+    if args.command != "import" and not has_database(directory):
         raise CommandError(f"no llm_memo cache at {directory} (give --dir or set LLM_MEMO_DIR)")
-    return Cache(directory, memory_maxsize=0)
+    return Cache(directory, memory_maxsize=0, read_only=args.command in READ_ONLY)
 
 
 def run(argv: list[str], out: Out, cache: Cache | None = None, only: tuple[str, ...] = ()) -> int:
@@ -158,17 +169,42 @@ def run(argv: list[str], out: Out, cache: Cache | None = None, only: tuple[str, 
 
             configure(args.dir)
         return cmd_warm(args, out)
+    check_usage(args)
     if cache is not None and not getattr(args, "dir", None):
         return COMMANDS[args.command](cache, args, out)
     with open_cache(args) as opened:
         return COMMANDS[args.command](opened, args, out)
 
 
+class _NoteHandler(logging.Handler):
+    """The library's warnings (a tier fault, a skipped entry) as notes: escaped like the rest."""
+
+    def __init__(self, out: Out) -> None:
+        super().__init__(logging.WARNING)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.out.note(record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `llm-memo` and `python -m llm_memo`."""
     out = Out()
+    logger = logging.getLogger("llm_memo")
+    handler = _NoteHandler(out)
+    logger.addHandler(handler)
     try:
-        return run(sys.argv[1:] if argv is None else argv, out)
+        return _main(sys.argv[1:] if argv is None else argv, out)
+    finally:
+        logger.removeHandler(handler)
+
+
+def _main(argv: list[str], out: Out) -> int:
+    try:
+        return run(argv, out)
     except UsageError as exc:
         out.note(f"llm-memo: error: {exc} (see llm-memo --help)")
         return 2

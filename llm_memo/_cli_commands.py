@@ -33,7 +33,7 @@ from ._portable import export_record, parse_record
 from ._semantic import semantic_hits, semantic_matches, semantic_summary
 
 __all__ = [
-    "COMMANDS", "CommandError", "UsageError", "cmd_clear", "cmd_export", "cmd_import", "cmd_ls", "cmd_show",
+    "COMMANDS", "CommandError", "UsageError", "check_usage", "cmd_clear", "cmd_export", "cmd_import", "cmd_ls", "cmd_show",
     "cmd_stats", "cmd_warm", "find", "select",
 ]
 
@@ -63,13 +63,18 @@ def select(cache: Cache, args: argparse.Namespace, now: float) -> Iterator[Store
         meta, header = stored.metadata, stored.header
         if args.function and not _function_matches(meta.get("function"), args.function):
             continue
-        if args.tag and args.tag not in (meta.get("tags") or ()):
+        if args.tag and args.tag not in _tags(meta):
             continue
         if args.model and meta.get("model") != args.model:
             continue
         if args.older_than is not None and now - header.created_at < args.older_than:
             continue
         yield stored
+
+
+def _tags(metadata: dict[str, Any]) -> list[str]:
+    tags = metadata.get("tags")
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def _filtered(args: argparse.Namespace) -> bool:
@@ -83,7 +88,7 @@ def cmd_stats(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         if groups is None:
             raise CommandError(f"no readable savings ledger in {cache.directory}")
         if args.json:
-            out.text(json.dumps({"directory": str(cache.directory), "enabled": off is None, "by": args.by,
+            out.data(json.dumps({"directory": str(cache.directory), "enabled": off is None, "by": args.by,
                                  "groups": [{args.by: k or None, **stats_fields(s)} for k, s in sorted(groups.items())]},
                                 indent=2))
             return 0
@@ -96,11 +101,11 @@ def cmd_stats(cache: Cache, args: argparse.Namespace, out: Out) -> int:
                  f"{s.hit_rate:.1%}", f"{s.time_saved:,.2f} s", f"{s.tokens_saved:,}", f"${s.cost_saved:,.4f}"]
                 for k, s in sorted(groups.items())]
         out.table([args.by.upper(), "CALLS", "HITS", "MISSES", "BYPASSED", "ERRORS", "HIT RATE", "TIME SAVED",
-                   "TOKENS SAVED", "COST SAVED"], rows, align="lrrrrrrrrr")
+                   "TOKENS SAVED", "COST SAVED"], rows, align="lrrrrrrrrr", keep=range(1, 10))
         return 0
     stats, usage, semantic = cache.stats(), cache.usage(), semantic_summary(cache.directory)
     if args.json:
-        out.text(json.dumps({"directory": str(cache.directory), "enabled": off is None, **stats_fields(stats),
+        out.data(json.dumps({"directory": str(cache.directory), "enabled": off is None, **stats_fields(stats),
                              "tiers": {k: {"entries": n, "bytes": b} for k, (n, b) in usage.items()},
                              "semantic": semantic_fields(semantic)}, indent=2))
         return 0
@@ -111,7 +116,7 @@ def cmd_stats(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         out.text("")
     rows = [["directory", str(cache.directory)], *stats_rows(stats), *semantic_rows(semantic)]
     rows += [[f"{tier} entries", f"{n:,} ({byte_size(b)})"] for tier, (n, b) in usage.items() if tier != "memory"]
-    out.table(["", ""], rows, header=False)
+    out.table(["", ""], rows, header=False, keep={0})
     return 0
 
 
@@ -142,7 +147,7 @@ def cmd_ls(cache: Cache, args: argparse.Namespace, out: Out) -> int:
         for row, s in zip(rows, shown, strict=True):
             count, prompt = matches.get(s.key, (0, ""))
             row.append(f"{count}: {prompt!r}" if count else "-")
-    out.table(columns, rows, align=align)
+    out.table(columns, rows, align=align, keep={0, 3, 4, 6})  # key, dates and size are never cut first
     if len(shown) < len(entries):
         out.note(f"{len(entries) - len(shown)} more (raise --limit)")
     return 0
@@ -162,53 +167,70 @@ def find(cache: Cache, prefix: str) -> Stored:
 def cmd_show(cache: Cache, args: argparse.Namespace, out: Out) -> int:
     stored = find(cache, args.key)
     if args.json:
-        out.text(orjson.dumps(export_record(stored), option=orjson.OPT_INDENT_2).decode())
+        out.data(orjson.dumps(export_record(stored), option=orjson.OPT_INDENT_2).decode())
         return 0
     h, meta = stored.header, stored.metadata
     rows = [["key", stored.key], ["function", str(meta.get("function") or "-")],
             ["model", str(meta.get("model") or "-")], ["policy", str(meta.get("policy") or "-")],
             ["tier", stored.tier], ["created", timestamp(h.created_at)], ["expires", timestamp(h.expires_at)],
-            ["tags", ", ".join(t for t in meta.get("tags") or () if isinstance(t, str)) or "-"],
+            ["tags", ", ".join(_tags(meta)) or "-"],
             ["size", byte_size(stored.size)], ["latency", f"{h.latency:.3f} s"], ["tokens", f"{h.tokens:,}"],
             ["cost", f"${h.cost:.6f}"], ["call", call_preview(meta, limit=10_000)]]
     rows += [["semantic hit", f"{prompt!r} (similarity {similarity:.3f}, {timestamp(at)})"]
              for prompt, similarity, at in semantic_hits(cache.directory, stored.key)]
-    out.table(["", ""], rows, header=False)
+    out.table(["", ""], rows, header=False, keep={0})
     out.text("value:\n" + value_text(stored, cache.allow_pickle))
     return 0
 
 
-def cmd_clear(cache: Cache, args: argparse.Namespace, out: Out) -> int:
-    if args.all == _filtered(args):
+def check_usage(args: argparse.Namespace) -> None:
+    """Mistakes argparse cannot see, found before any cache is opened (UsageError)."""
+    if args.command == "clear" and args.all == _filtered(args):
         raise UsageError("clear takes --all, or filters (--tag, --function, --model, --expired, --older-than)")
+
+
+def cmd_clear(cache: Cache, args: argparse.Namespace, out: Out) -> int:
     if args.all:
         count = sum(1 for _ in cache.keys())  # noqa: SIM118 (a Cache, not a dict)
-        if count and not args.yes and not out.confirm(f"remove all {count} entries from {cache.directory}?"):
-            raise CommandError("nothing removed")
+        if not _confirmed(out, args, count, f"remove all {count} entries from {cache.directory}?"):
+            return 0
         removed = cache.clear()
     else:
         keys = [s.key for s in select(cache, args, cache.clock())]
-        if keys and not args.yes and not out.confirm(f"remove {len(keys)} entries from {cache.directory}?"):
-            raise CommandError("nothing removed")
+        if not _confirmed(out, args, len(keys), f"remove {len(keys)} entries from {cache.directory}?"):
+            return 0
         deleted = cache.delete_many(keys)  # how many were live
         removed = len(keys) if args.expired else deleted
     out.text(f"removed {removed} {'entry' if removed == 1 else 'entries'}")
     return 0
 
 
+def _confirmed(out: Out, args: argparse.Namespace, count: int, question: str) -> bool:
+    """True to go ahead; else says nothing was removed and how to remove it (declining is no error)."""
+    if not count or args.yes or out.confirm(question):
+        return True
+    why = "" if out.can_ask() else " (no terminal to confirm on)"
+    out.text(f"nothing removed{why}: add --yes to remove {count} {'entry' if count == 1 else 'entries'}")
+    return False
+
+
 def cmd_export(cache: Cache, args: argparse.Namespace, out: Out) -> int:
-    count = pickled = 0
+    count = pickled = unreadable = 0
     lines = []
     for stored in select(cache, args, cache.clock()):
         if stored.header.flags & FLAG_PICKLE:
             pickled += 1  # a pickle runs code when loaded: never handed to someone else
             continue
-        lines.append(orjson.dumps(export_record(stored)) + b"\n")
+        try:
+            lines.append(orjson.dumps(export_record(stored)) + b"\n")
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            unreadable += 1  # a damaged value: the others still go out
+            continue
         count += 1
     data = b"".join(lines)
     if args.file == "-":
         if data:
-            out.text(data.decode())
+            out.data(data.decode())
     else:
         try:
             _write_private(args.file, data)
@@ -216,7 +238,8 @@ def cmd_export(cache: Cache, args: argparse.Namespace, out: Out) -> int:
             raise CommandError(f"cannot write {args.file}: {exc.strerror or exc}") from None
     where = "stdout" if args.file == "-" else args.file
     out.note(f"exported {count} {'entry' if count == 1 else 'entries'} to {where}"
-             + (f"; skipped {pickled} pickled (not portable)" if pickled else ""))
+             + (f"; skipped {pickled} pickled (not portable)" if pickled else "")
+             + (f"; skipped {unreadable} whose value is not JSON" if unreadable else ""))
     return 0
 
 

@@ -6,8 +6,11 @@ import datetime as dt
 import json
 import os
 import pprint
+import re
 import shutil
 import sys
+import unicodedata
+from collections.abc import Collection
 from typing import IO, Any
 
 import orjson
@@ -17,73 +20,160 @@ from ._codec import FLAG_PLAIN, CorruptEntry, UntrustedClass, decode_value
 from ._records import Stats
 from ._semantic import SemanticSummary
 
-__all__ = ["Out", "byte_size", "call_preview", "semantic_fields", "semantic_rows", "stats_fields", "stats_rows",
-           "timestamp", "user_tags", "value_text"]
+__all__ = ["Out", "byte_size", "call_preview", "safe", "safe_json", "semantic_fields", "semantic_rows", "shorten",
+           "stats_fields", "stats_rows", "timestamp", "user_tags", "value_text", "width"]
+
+
+# Characters that could drive a terminal from cached data: C0 controls (but \n and \t where a
+# text keeps them), DEL, C1 controls (\x9b is a one-byte CSI), bidi embeddings, overrides,
+# isolates and marks (U+202E makes "exe.txt" read "txt.exe"), line and paragraph separators,
+# and lone surrogates (which no terminal encoding can write).
+_OTHERS = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff"
+_UNSAFE = re.compile(f"[\x00-\x1f{_OTHERS}]")
+_UNSAFE_BUT_LINES = re.compile(f"[\x00-\x08\x0b-\x1f{_OTHERS}]")  # keeps \t and \n
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    return _NAMED.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def safe(text: str, *, lines: bool = False) -> str:
+    """`text` with every character that could drive a terminal shown as an escape (``\\x1b``,
+    ``\\u202e``); with `lines`, newlines and tabs stay. Everything the CLI prints goes through it."""
+    return (_UNSAFE_BUT_LINES if lines else _UNSAFE).sub(_escape, text)
+
+
+def safe_json(text: str) -> str:
+    """JSON text with the same characters as JSON escapes: the same data, harmless on a terminal."""
+    return _UNSAFE.sub(lambda m: "\n" if m.group() == "\n" else f"\\u{ord(m.group()):04x}", text)
+
+
+def width(text: str) -> int:
+    """Terminal columns of `text`: wide East Asian characters take two, combining marks none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)
+
+
+def shorten(text: str, columns: int) -> str:
+    """`text` cut in the middle to at most `columns` terminal columns: "start…end"."""
+    if width(text) <= columns:
+        return text
+    room = max(columns - 1, 0)
+    head = _prefix(text, (room + 1) // 2)
+    tail = _prefix(text[::-1], room - width(head))[::-1]
+    return head + "…" + tail
+
+
+def _prefix(text: str, columns: int) -> str:
+    used = 0
+    for i, c in enumerate(text):
+        used += width(c)
+        if used > columns:
+            return text[:i]
+    return text
+
+
+def _fit(widths: list[int], keep: Collection[int], limit: int) -> tuple[list[int], int]:
+    """Column widths and the gap between columns that fit `limit` columns when possible.
+
+    Columns not in `keep` give way first, the widest first, to 10 columns; then the gap
+    narrows to one space; then they go down to 3; only then do the kept columns give way.
+    """
+    widths, gap = list(widths), 2
+    flexible = [i for i in range(len(widths)) if i not in keep]
+    for floor, movable, new_gap in ((10, flexible, 2), (10, flexible, 1), (3, flexible, 1),
+                                    (3, range(len(widths)), 1)):
+        gap = new_gap
+        excess = sum(widths) + gap * (len(widths) - 1) - limit
+        while excess > 0:
+            candidates = [i for i in movable if widths[i] > floor]
+            if not candidates:
+                break
+            i = max(candidates, key=widths.__getitem__)
+            widths[i] -= 1
+            excess -= 1
+        if excess <= 0:
+            break
+    return widths, gap
 
 
 class Out:
-    """Where commands write: tables, text blocks and notes (progress and summaries)."""
+    """Where commands write: tables, text blocks and notes (progress and summaries), all passed
+    through `safe`: cached content never reaches the terminal as control characters."""
 
     def __init__(self, stdout: IO[str] | None = None, stderr: IO[str] | None = None,
                  tty: bool | None = None) -> None:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.tty = self.stdout.isatty() if tty is None else tty
-        self.interactive = self.tty
+        self.interactive = True  # False where no one can be asked and the command line is the confirmation
         self.color = (self.tty and self.stdout.isatty() and not os.environ.get("NO_COLOR")
                       and os.environ.get("TERM") != "dumb")
 
     def table(self, columns: list[str], rows: list[list[str]], *, align: str = "", header: bool = True,
-              title: str = "") -> None:
-        """Aligned columns on a terminal (cut to fit its width); tab-separated when piped."""
-        clean = [[str(c).replace("\t", " ").replace("\n", " ") for c in row] for row in rows]
+              title: str = "", keep: Collection[int] = ()) -> None:
+        """Aligned columns on a terminal, cut in the middle to fit its width (80 when unknown),
+        except the columns in `keep` (dates, keys) unless nothing else can give way;
+        tab-separated and whole when piped."""
+        lines = ([columns] if header else []) + [[safe(str(c).replace("\t", " ").replace("\n", " ")) for c in row]
+                                                  for row in rows]
         if not self.tty:
-            lines = ([columns] if header else []) + clean
             self.stdout.write("".join("\t".join(line) + "\n" for line in lines))
             return
-        lines = ([columns] if header else []) + clean
-        widths = [max(len(line[i]) for line in lines) for i in range(len(columns))] if lines else []
-        excess = sum(widths) + 2 * (len(widths) - 1) - shutil.get_terminal_size((120, 24)).columns
-        if excess > 0 and widths:  # the last column (a call's preview) gives way first, then the widest
-            cut = min(excess, max(widths[-1] - 16, 0))
-            widths[-1] -= cut
-            excess -= cut
-        while excess > 0 and max(widths, default=0) > 12:
-            widths[widths.index(max(widths))] -= 1
-            excess -= 1
+        natural = [max(width(line[i]) for line in lines) for i in range(len(columns))] if lines else []
+        widths, gap = _fit(natural, keep, shutil.get_terminal_size((80, 24)).columns)
         if title:
-            self.stdout.write(title + "\n")
+            self.stdout.write(safe(title) + "\n")
         for n, line in enumerate(lines):
             cells = []
             for i, cell in enumerate(line):
-                cell = cell if len(cell) <= widths[i] else cell[:widths[i] - 1] + "…"
-                right = i < len(align) and align[i] == "r"
-                cells.append(cell.rjust(widths[i]) if right else cell.ljust(widths[i]))
-            text = "  ".join(cells).rstrip()
+                cell = shorten(cell, widths[i])
+                pad = " " * (widths[i] - width(cell))
+                cells.append(pad + cell if i < len(align) and align[i] == "r" else cell + pad)
+            text = (" " * gap).join(cells).rstrip()
             if header and n == 0 and self.color:
                 text = f"\x1b[1m{text}\x1b[0m"
             self.stdout.write(text + "\n")
 
     def text(self, text: str) -> None:
+        text = safe(text, lines=True)
+        self.stdout.write(text if text.endswith("\n") else text + "\n")
+
+    def data(self, text: str) -> None:
+        """Machine-readable JSON text, written as the same data with harmless escapes."""
+        text = safe_json(text)
         self.stdout.write(text if text.endswith("\n") else text + "\n")
 
     def note(self, text: str) -> None:
-        self.stderr.write(text + "\n")
+        self.stderr.write(safe(text, lines=True) + "\n")
+
+    def can_ask(self) -> bool:
+        """True where a person can answer a question (a terminal on stdin)."""
+        return sys.stdin is not None and sys.stdin.isatty()
 
     def confirm(self, question: str) -> bool:
-        """Ask on a terminal; without one, go ahead (scripts pass --yes or run without a TTY)."""
-        if not (self.interactive and sys.stdin.isatty()):
+        """Ask on a terminal (no is the default); without one, no: a script passes --yes.
+
+        Where the command line itself is the confirmation (``interactive`` False), yes."""
+        if not self.interactive:
             return True
-        self.stderr.write(f"{question} [y/N] ")
+        if not self.can_ask():
+            return False
+        self.stderr.write(f"{safe(question)} [y/N] ")
         self.stderr.flush()
         return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def timestamp(ts: float | None, seconds: bool = True) -> str:
-    """Local date and time of `ts`, or "never"."""
+    """Local date and time of `ts`, "never", or "invalid (…)" for a time no calendar holds."""
     if ts is None:
         return "never"
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    try:
+        return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+    except (ValueError, OverflowError, OSError):  # NaN, inf, 1e20: a damaged or planted entry
+        return f"invalid ({ts:.4g})"
 
 
 def byte_size(n: int) -> str:
@@ -153,11 +243,15 @@ def semantic_fields(summary: SemanticSummary | None) -> dict[str, Any] | None:
 
 
 def value_text(stored: Stored, allow_pickle: bool = False) -> str:
-    """The value, readable: JSON as JSON, other types as their repr, else the tagged JSON."""
-    if stored.header.flags & FLAG_PLAIN:
-        return json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
+    """The value, readable: JSON as JSON, other types as their repr, else the tagged JSON
+    (or, for a value that is not even JSON, its bytes and why)."""
     try:
-        return pprint.pformat(decode_value(stored.value_json, stored.header.flags, allow_pickle=allow_pickle))
-    except (CorruptEntry, UntrustedClass) as exc:
-        tagged = json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
-        return f"{tagged}\n(tagged JSON: {exc})"
+        if stored.header.flags & FLAG_PLAIN:
+            return json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
+        try:
+            return pprint.pformat(decode_value(stored.value_json, stored.header.flags, allow_pickle=allow_pickle))
+        except (CorruptEntry, UntrustedClass) as exc:
+            tagged = json.dumps(orjson.loads(stored.value_json), indent=2, ensure_ascii=False)
+            return f"{tagged}\n(tagged JSON: {exc})"
+    except orjson.JSONDecodeError as exc:
+        return f"{stored.value_json[:2000]!r}\n(not JSON: {exc})"

@@ -47,6 +47,12 @@ _TAG_TRIGGER = (
     " BEGIN DELETE FROM llm_memo_tags WHERE key = OLD.key; END"
 )
 _ORPHAN_TAGS = "DELETE FROM llm_memo_tags WHERE key NOT IN (SELECT key FROM Cache WHERE raw = 1)"
+# Reads, shared with _disk_read.ReadOnlyDiskTier. The expire_time test is diskcache's own (time.time), as
+# in cache.get, so a listed key is one that get() can return.
+_ROWS = "FROM Cache WHERE raw = 1 AND mode = ? AND typeof(key) = 'text' AND typeof(value) = 'blob'"
+_LIVE = f"SELECT key, substr(value, 1, ?) {_ROWS} AND (expire_time IS NULL OR expire_time > ?) "
+_EXPIRED = f"SELECT key, value, expire_time {_ROWS}"
+_COUNT = "SELECT COUNT(*) FROM Cache WHERE expire_time IS NULL OR expire_time > ?"
 _warned_directories: set[str] = set()
 
 
@@ -120,6 +126,22 @@ def _make_directories(directory: str) -> None:
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             _make_directories(parent)
     os.mkdir(directory, 0o700)
+
+
+def _live_keys(rows: list[Any], now: float) -> list[str]:
+    """The keys of (key, header bytes) rows whose header we wrote and whose deadline is after `now`."""
+    heads = [(key, _HEADER.unpack(head)) for key, head in rows if len(head) == _HEADER.size]
+    return [key for key, (magic, expires_at) in heads if magic == _MAGIC and now < expires_at]
+
+
+def _expired_rows(rows: list[Any], now: float) -> list[tuple[str, bytes]]:
+    """(key, data) of the (key, value, expire_time) rows past our deadline or diskcache's."""
+    wall, out = time.time(), []
+    for key, value, expire_time in rows:
+        entry = _unpack(bytes(value))
+        if entry is not None and (not now < entry[0] or (expire_time is not None and expire_time <= wall)):
+            out.append((key, entry[1]))
+    return out
 
 
 def _prepare_directory(directory: str) -> None:
@@ -288,18 +310,9 @@ class DiskTier:
     def _live(
         self, cache: diskcache.Cache, where: str = "", params: Sequence[Any] = ()
     ) -> list[str]:
-        # Reads headers only. The expire_time test is diskcache's own (time.time), as in
-        # cache.get, so a listed key is one that get() can return.
-        rows = _execute(
-            cache,
-            "SELECT key, substr(value, 1, ?) FROM Cache WHERE raw = 1 AND mode = ?"
-            " AND typeof(key) = 'text' AND typeof(value) = 'blob'"
-            " AND (expire_time IS NULL OR expire_time > ?) " + where,
-            (_HEADER.size, MODE_RAW, time.time(), *params),
-        ).fetchall()
-        now = self._clock()
-        heads = [(key, _HEADER.unpack(head)) for key, head in rows if len(head) == _HEADER.size]
-        return [key for key, (magic, expires_at) in heads if magic == _MAGIC and now < expires_at]
+        # Reads headers only.
+        rows = _execute(cache, _LIVE + where, (_HEADER.size, MODE_RAW, time.time(), *params)).fetchall()
+        return _live_keys(rows, self._clock())
 
     def _delete(self, cache: diskcache.Cache, key: str) -> bool:
         with cache.transact():
@@ -412,19 +425,8 @@ class DiskTier:
         or past diskcache's own ``expire_time`` (``time.time``).
         """
         with self._faults() as cache:
-            rows = _execute(
-                cache,
-                "SELECT key, value, expire_time FROM Cache WHERE raw = 1 AND mode = ?"
-                " AND typeof(key) = 'text' AND typeof(value) = 'blob'",
-                (MODE_RAW,),
-            ).fetchall()
-        now, wall = self._clock(), time.time()
-        out = []
-        for key, value, expire_time in rows:
-            entry = _unpack(bytes(value))
-            if entry is not None and (not now < entry[0] or (expire_time is not None and expire_time <= wall)):
-                out.append((key, entry[1]))
-        return out
+            rows = _execute(cache, _EXPIRED, (MODE_RAW,)).fetchall()
+        return _expired_rows(rows, self._clock())
 
     def volume(self) -> int:
         """Bytes of the database (diskcache's estimate, what ``size_limit`` bounds)."""
@@ -435,5 +437,4 @@ class DiskTier:
         """Entries whose lifetime has not ended (by diskcache's expire_time, an indexed column:
         counting reads no values), not the expired rows diskcache has yet to cull."""
         with self._faults() as cache:
-            return int(_execute(cache, "SELECT COUNT(*) FROM Cache WHERE expire_time IS NULL OR expire_time > ?",
-                                (time.time(),)).fetchone()[0])
+            return int(_execute(cache, _COUNT, (time.time(),)).fetchone()[0])

@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 import threading
+from collections.abc import Collection
 from typing import Any
 
 from ._cache import Hit, default_cache
@@ -78,12 +79,16 @@ class HtmlOut(Out):
         self._html: list[str] = []
 
     def table(self, columns: list[str], rows: list[list[str]], *, align: str = "", header: bool = True,
-              title: str = "") -> None:
-        super().table(columns, rows, align=align, header=header, title=title)
+              title: str = "", keep: Collection[int] = ()) -> None:
+        super().table(columns, rows, align=align, header=header, title=title, keep=keep)
         self._html.append(html_table(columns if header else None, rows, align))
 
     def text(self, text: str) -> None:
         super().text(text)
+        self._html.append(f"<pre>{html.escape(text)}</pre>")
+
+    def data(self, text: str) -> None:
+        super().data(text)
         self._html.append(f"<pre>{html.escape(text)}</pre>")
 
     def show(self) -> None:

@@ -398,14 +398,27 @@ class RedisTier:
         return self._run(op)
 
     def keys(self) -> Iterator[str]:
-        """Iterate over a snapshot of the live keys (SCAN MATCH on our value prefix)."""
+        """Iterate over a snapshot of the live keys (SCAN MATCH on our value prefix). A name that
+        is not UTF-8 is no key this tier wrote: skipped (and logged), the others still listed."""
 
         def op(client: Any) -> list[str]:
             found: list[str] = []
+            foreign = 0
             for vkeys in self._scan(client, "v"):
                 live = self._live(self._heads(client, vkeys))
-                found.extend(vkey[len(self._vprefix):].decode("utf-8", "surrogatepass")
-                             for vkey, ok in zip(vkeys, live, strict=True) if ok)
+                for vkey, ok in zip(vkeys, live, strict=True):
+                    try:
+                        key = vkey[len(self._vprefix):].decode("utf-8", "surrogatepass")
+                    except UnicodeDecodeError:
+                        foreign += 1
+                        continue
+                    if ok:
+                        found.append(key)
+            if foreign:
+                level = logging.DEBUG if self._warned else logging.WARNING
+                self._warned = True
+                logger.log(level, "llm_memo: skipped %d Redis key name(s) under %s:v: that are not UTF-8 "
+                           "(not written by llm_memo)", foreign, self.prefix)
             return found
 
         return iter(self._run(op))

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from ._records import Stats
+from ._tier import connect_read_only
 
 __all__ = ["LEDGER_FILENAME", "Counters", "Ledger", "LedgerRow"]
 
@@ -150,13 +151,15 @@ class Ledger:
 
     Calls add to an in-memory buffer (a dict update under a lock); the buffer is written
     at most every ``interval`` seconds from the call path, on ``close()`` and at exit.
+    ``read_only``: the file is read with a read-only connection and never written.
     A write that fails (read-only file, locked database, full disk) never reaches the
     caller: it is logged once on "llm_memo", kept, and tried again later.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
-                 interval: float = 2.0, timer: Callable[[], float] = time.monotonic) -> None:
+                 interval: float = 2.0, timer: Callable[[], float] = time.monotonic, read_only: bool = False) -> None:
         self.path = os.path.join(os.path.abspath(os.fspath(directory)), LEDGER_FILENAME)
+        self.read_only = read_only
         self.interval = interval
         self._clock = clock
         self._timer = timer
@@ -249,18 +252,24 @@ class Ledger:
             self._aggregate(events, pending)
             if not pending:
                 return True
+            if self.read_only:  # kept for rows(), never written
+                self._keep(pending, self.interval)
+                return True
             try:
                 self._write(pending, busy_ms=2000 if wait else 100)
             except Exception as exc:
-                with self._lock:
-                    for slot, sums in pending.items():
-                        self._buffer.setdefault(slot, _Sums()).add(sums)
-                    self._due = self._timer() + max(self.interval, _RETRY_AFTER_FAILURE)
+                self._keep(pending, max(self.interval, _RETRY_AFTER_FAILURE))
                 self._log("write", exc)
                 return False
             return True
         finally:
             self._io.release()
+
+    def _keep(self, pending: dict[tuple[str, str, str], _Sums], retry_in: float) -> None:
+        with self._lock:
+            for slot, sums in pending.items():
+                self._buffer.setdefault(slot, _Sums()).add(sums)
+            self._due = self._timer() + retry_in
 
     def _write(self, pending: dict[tuple[str, str, str], _Sums], busy_ms: int) -> None:
         con = self._connect()
@@ -331,7 +340,13 @@ class Ledger:
         return [LedgerRow(*slot, sums.stats()) for slot, sums in sorted(merged.items())]
 
     def _read(self) -> dict[tuple[str, str, str], _Sums]:
-        con = self._connect()
+        if not self.read_only:
+            return self._read_from(self._connect())
+        with contextlib.closing(connect_read_only(self.path)) as con:
+            return self._read_from(con)
+
+    @staticmethod
+    def _read_from(con: sqlite3.Connection) -> dict[tuple[str, str, str], _Sums]:
         out: dict[tuple[str, str, str], _Sums] = {}
         for day, function, model, *values in con.execute(
                 f"SELECT day, function, model, {', '.join(_FIELDS)} FROM savings"):
