@@ -25,6 +25,7 @@ from llm_memo import (
     llm_cache,
 )
 from llm_memo._canonical import encode
+from llm_memo._keys import GENERATION_SETTINGS
 
 # ---- pydantic models key all their data --------------------------------------------------------
 
@@ -491,3 +492,16 @@ def test_temperature_0_and_0_0_share_one_stored_answer(cache: Cache) -> None:
     assert calls == [0]
     info = ask.cache_info()
     assert (info.hits, info.misses) == (2, 1)
+
+
+numbers_ = st.one_of(st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False),
+                     st.integers(-1000, 1000).map(float))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(GENERATION_SETTINGS)), numbers_, numbers_)
+def test_a_setting_keys_by_the_number_it_means(name: str, a: float, b: float) -> None:
+    key_a, key_b = complete.cache_key("x", **{name: a}), complete.cache_key("x", **{name: b})
+    assert (key_a == key_b) == (a == b)  # 0 == 0.0 == -0.0, 1 == 1.0; 0.1 != 0
+    other_a, other_b = complete.cache_key("x", n_items=a), complete.cache_key("x", n_items=b)
+    assert (other_a == other_b) == (repr(a) == repr(b))  # not a setting: typed as ever
