@@ -667,3 +667,48 @@ GOLDEN_SETTINGS: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], str]] = [
 def test_golden_keys_of_generation_settings_spelled_as_declared(fn: Any, args: tuple[Any, ...],
                                                                kwargs: dict[str, Any], expected: str) -> None:
     assert fn.cache_key(*args, **kwargs) == expected
+
+
+# Golden vectors of the encodings issue 9 added (computed once when they were introduced, key format
+# still "llm_memo/key/1": the new encodings use a tag or payload shape no earlier key holds, so they
+# can never meet an old key). Same rule: never edit.
+
+
+class GoldenText(str):
+    def __str__(self) -> str:
+        return "constant"
+
+
+class GoldenCount(int):
+    pass
+
+
+class GoldenRatio(float):
+    pass
+
+
+class GoldenBlob(bytes):
+    pass
+
+
+for _cls in (GoldenText, GoldenCount, GoldenRatio, GoldenBlob):
+    _cls.__module__ = "golden"
+
+
+def _golden_new_cases() -> dict[str, tuple[dict[str, Any], str]]:
+    persona, _ = _golden_models()
+    return {
+        "pydantic-extras": ({"persona": persona(name="bot", system="Be terse.", examples=[1, 2])},
+                            "3c0329d14488dc65da1aea4358247fdee269897a09e92c215e77fdf949efe765"),
+        "scalar-subclasses": ({"text": GoldenText("hi"), "count": GoldenCount(3), "ratio": GoldenRatio(0.5),
+                               "blob": GoldenBlob(b"\x00x"), "big": GoldenCount(2**70)},
+                              "52389732beec15debbd8c9f6cfbddd973734b66db832b4a0289d70578de3bf28"),
+        "subclass-dict-key": ({"headers": {GoldenText("k"): "v", "j": "w"}},
+                              "617a6edd24f97b473bd2164f8daffced056eff99230f9b09d3a37673d6ebeb8a"),
+    }
+
+
+@pytest.mark.parametrize("label", ["pydantic-extras", "scalar-subclasses", "subclass-dict-key"])
+def test_golden_keys_of_the_encodings_issue_9_added(label: str) -> None:
+    arguments, expected = _golden_new_cases()[label]
+    assert compute_key(*GOLDEN_PARTS, None, None, arguments) == expected
