@@ -21,8 +21,8 @@ Rules, pinned by golden vectors in the tests:
   (``numpy.float64``, ``numpy.str_``, ``numpy.bytes_``) encode as the plain value they spell.
   Subclasses of list/tuple/dict encode as their base type.
 - Enum members, dataclasses and pydantic models carry their class name. A pydantic model
-  keys every field by name (whichever alias filled it) and, when it has any, its extra
-  fields (``extra="allow"``) too; private attributes (``PrivateAttr``: clients, caches)
+  keys every field by name (whichever alias filled it) and, when its class takes extra
+  fields (``extra="allow"``), those too, even none; private attributes (``PrivateAttr``: clients, caches)
   and computed fields (derived from the fields) are not keyed.
 - Anything else raises ``UnkeyableArgumentError``; so do cycles and nesting deeper than
   ``MAX_DEPTH``. Nothing is ever encoded through ``repr()``.
@@ -340,7 +340,7 @@ class _Converter:
         if model is not None:
             fields, extra = model
             payload = [_class_name(type(value)), self.convert_dict(fields, path, depth)]
-            if extra:  # only models holding extras: every other model keeps its key
+            if extra is not None:  # only models that take extras: every other model keeps its key
                 payload.append(self.convert_dict(extra, path, depth))
             return _tagged("pydantic", payload)
         np = sys.modules.get("numpy")  # never import it: only its instances need it
@@ -408,17 +408,22 @@ def _find_encoder(cls: type) -> Callable[[Any], Any] | None:
     return None
 
 
-def _pydantic_data(value: Any) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """(fields by name, extra fields) of a pydantic model, or None for anything else."""
+def _pydantic_data(value: Any) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """(fields by name, extra fields or None when its class takes none) of a pydantic model, or None.
+
+    A model that takes extras keys them even when it holds none: its keys before extras were
+    keyed may hold an answer computed with any extras, and must not be served again.
+    """
     pydantic = sys.modules.get("pydantic")  # never import it: only its instances need it
     if pydantic is None or not isinstance(value, pydantic.BaseModel):
         return None
     declared = getattr(type(value), "model_fields", None)
-    if declared is not None:  # pydantic 2 keeps extras apart (None unless extra="allow")
-        extra = getattr(value, "__pydantic_extra__", None) or {}
-    else:  # pydantic 1 keeps them in __dict__ beside the fields
+    if declared is not None:  # pydantic 2: a dict exactly when extra="allow"
+        extra = getattr(value, "__pydantic_extra__", None)
+    else:  # pydantic 1 keeps extras in __dict__ beside the fields
         declared = value.__fields__
-        extra = {k: v for k, v in vars(value).items() if k not in declared}
+        allows = getattr(value.__config__, "extra", None) == "allow"
+        extra = {k: v for k, v in vars(value).items() if k not in declared} if allows else None
     return {name: getattr(value, name) for name in declared}, extra
 
 
