@@ -64,21 +64,27 @@ def find_temperature(arguments: Mapping[str, object], spread: str | None = None)
 
     `spread` names the ``**kwargs`` parameter, whose entries count as arguments.
     """
-    extra = arguments.get(spread) if spread is not None else None
-    extra = extra if isinstance(extra, Mapping) else None
     temperature = arguments.get("temperature")
-    if temperature is None and extra is not None:
-        temperature = extra.get("temperature")
     if temperature is not None:
         return temperature
-    level = [v for k, v in arguments.items() if k != spread and type(v) not in _NOT_SETTINGS]
-    if extra is not None:
-        level.extend(v for v in extra.values() if type(v) not in _NOT_SETTINGS)
+    extra = arguments.get(spread) if spread is not None else None
+    if type(extra) is not dict:  # the binder gives **kwargs as a dict
+        extra = None
+    elif extra.get("temperature") is not None:
+        return extra["temperature"]
+    level = [v for v in arguments.values() if type(v) not in _NOT_SETTINGS and v is not extra]
+    if extra:
+        level += [v for v in extra.values() if type(v) not in _NOT_SETTINGS]
+    return _search(level) if level else None
+
+
+def _search(level: list[object]) -> object | None:
+    """Breadth-first through settings objects: the first sampling temperature, else the first found."""
     found = None
     for _ in range(MAX_DEPTH):
         below: list[object] = []
         for value in level:
-            view = _settings_view(value)
+            view = value if type(value) is dict else _settings_view(value)
             if view is None:
                 continue
             candidate = view.get("temperature")
@@ -86,7 +92,14 @@ def find_temperature(arguments: Mapping[str, object], spread: str | None = None)
                 if is_nondeterministic(candidate):
                     return candidate
                 found = candidate if found is None else found
-            below.extend(view[k] for k in _WANTED if k in view and k != "temperature")
+            if len(view) < len(SETTINGS_NAMES):  # look up from the smaller side
+                for k, v in view.items():
+                    if k in SETTINGS_NAMES:
+                        below.append(v)
+            else:
+                for k in SETTINGS_NAMES:
+                    if k in view:
+                        below.append(view[k])
         if not below:
             break
         level = below
