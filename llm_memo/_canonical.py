@@ -22,7 +22,7 @@ Rules, pinned by golden vectors in the tests:
   Subclasses of list/tuple/dict encode as their base type.
 - Enum members, dataclasses and pydantic models carry their class name. A pydantic model
   keys every field by name (whichever alias filled it) and, when its class takes extra
-  fields (``extra="allow"``), those too, even none; private attributes (``PrivateAttr``: clients, caches)
+  fields (``extra="allow"``), those too, even none. Private attributes (clients, caches)
   and computed fields (derived from the fields) are not keyed.
 - Anything else raises ``UnkeyableArgumentError``; so do cycles and nesting deeper than
   ``MAX_DEPTH``. Nothing is ever encoded through ``repr()``.
