@@ -185,7 +185,7 @@ class Engine:
         started = time.perf_counter()
         full = args if instance is None else (instance, *args)  # wrapt hands methods their instance apart
         arguments = self.keys.binder.bind(full, kwargs)
-        temperature = find_temperature(arguments)
+        temperature = find_temperature(arguments, self.keys.var_keyword)
         if temperature is not None or self.default_temperature is not None:
             verdict = decide(self.mode, is_nondeterministic(temperature, default=self.default_temperature))
             if verdict is Verdict.RAISE:

@@ -14,8 +14,16 @@ Rules, pinned by golden vectors in the tests:
 - ``list`` and ``tuple`` encode alike (a JSON round trip, e.g. warming from a file, turns
   tuples into lists); ``set`` and ``frozenset`` encode alike, elements in canonical order.
 - dict key order never matters; non-string keys are allowed and typed.
-- Subclasses of str/int/float/bytes/list/tuple/dict encode as their base type; Enum
-  members, dataclasses and pydantic models carry their class name.
+- Subclasses of str/int/float/bytes/bytearray carry their class name beside their value,
+  read through the base type so that an overridden ``__str__``/``__int__``/``__float__``/
+  ``__bytes__``/``__eq__`` never decides a key (tag ``subclass``, as dict keys too). Enum
+  members (``str``/``int`` mixins included) keep their own tag, and numpy's scalars
+  (``numpy.float64``, ``numpy.str_``, ``numpy.bytes_``) encode as the plain value they spell.
+  Subclasses of list/tuple/dict encode as their base type.
+- Enum members, dataclasses and pydantic models carry their class name. A pydantic model
+  keys every field by name (whichever alias filled it) and, when its class takes extra
+  fields (``extra="allow"``), those too, even none. Private attributes (clients, caches)
+  and computed fields (derived from the fields) are not keyed.
 - Anything else raises ``UnkeyableArgumentError``; so do cycles and nesting deeper than
   ``MAX_DEPTH``. Nothing is ever encoded through ``repr()``.
 """
@@ -221,13 +229,52 @@ def _float_tree(value: float) -> Any:
     return _tagged("float", "inf" if value > 0 else "-inf")
 
 
+def _int_tree(value: int) -> Any:
+    return value if _I64_MIN <= value <= _U64_MAX else _tagged("int", str(value))
+
+
+def _bytes_tree(value: bytes) -> Any:
+    return _tagged("bytes", base64.b64encode(value).decode("ascii"))
+
+
 def _str_tree(value: str) -> Any:
     try:
         value.encode("utf-8")
-        return str(value)
+        return value
     except UnicodeEncodeError:  # lone surrogates: keep every code point, distinctly
         raw = value.encode("utf-8", "surrogatepass")
         return _tagged("str", base64.b64encode(raw).decode("ascii"))
+
+
+def _exact_bytes(value: bytes) -> bytes:
+    """A bytes subclass's bytes, never through its own ``__bytes__`` (nor, from 3.12, ``__buffer__``)."""
+    to_bytes = getattr(bytes, "__bytes__", None)  # Python 3.11+
+    return to_bytes(value) if to_bytes is not None else bytes(memoryview(value))
+
+
+# (base, read the plain value without calling anything a subclass overrides, tree of that value)
+_SCALARS: tuple[tuple[type, Callable[[Any], Any], Callable[[Any], Any]], ...] = (
+    (str, str.__str__, _str_tree),
+    (int, int.__int__, _int_tree),
+    (float, float.__float__, _float_tree),
+    (bytes, _exact_bytes, _bytes_tree),
+    (bytearray, lambda v: bytes(bytearray.copy(v)), _bytes_tree),
+)
+_SCALAR_BASES = tuple(base for base, _, _ in _SCALARS)
+
+
+def _subclass_tree(value: Any) -> Any:
+    """A subclass of str/int/float/bytes/bytearray: its class and its plain value."""
+    _, read, tree = next(entry for entry in _SCALARS if isinstance(value, entry[0]))
+    plain = tree(read(value))
+    if _is_numpy_scalar(value):  # numpy.float64(0.5) is numpy's spelling of 0.5
+        return plain
+    return _tagged("subclass", [_class_name(type(value)), plain])
+
+
+def _is_numpy_scalar(value: Any) -> bool:
+    np = sys.modules.get("numpy")  # never import it: only its instances need it
+    return np is not None and isinstance(value, np.generic)
 
 
 class _Converter:
@@ -248,15 +295,17 @@ class _Converter:
         if isinstance(value, enum.Enum):  # before int/str: IntEnum and StrEnum are subclasses
             member = self.convert(value.value, f"{path}.value", depth + 1)
             return _tagged("enum", [_class_name(type(value)), member])
-        if isinstance(value, str):
+        cls = type(value)
+        if cls is str:
             return _str_tree(value)
-        if isinstance(value, int):
-            value = int(value)
-            return value if _I64_MIN <= value <= _U64_MAX else _tagged("int", str(value))
-        if isinstance(value, float):
+        if cls is int:
+            return _int_tree(value)
+        if cls is float:
             return _float_tree(value)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return _tagged("bytes", base64.b64encode(bytes(value)).decode("ascii"))
+        if cls is bytes or cls is bytearray or cls is memoryview:
+            return _bytes_tree(bytes(value))
+        if isinstance(value, _SCALAR_BASES):
+            return _subclass_tree(value)
         return self.convert_object(value, path, depth)
 
     def convert_object(self, value: Any, path: str, depth: int) -> Any:
@@ -287,9 +336,13 @@ class _Converter:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
             return _tagged("dataclass", [_class_name(type(value)), self.convert_dict(fields, path, depth)])
-        model = _pydantic_fields(value)
+        model = _pydantic_data(value)
         if model is not None:
-            return _tagged("pydantic", [_class_name(type(value)), self.convert_dict(model, path, depth)])
+            fields, extra = model
+            payload = [_class_name(type(value)), self.convert_dict(fields, path, depth)]
+            if extra is not None:  # only models that take extras: every other model keeps its key
+                payload.append(self.convert_dict(extra, path, depth))
+            return _tagged("pydantic", payload)
         np = sys.modules.get("numpy")  # never import it: only its instances need it
         if np is not None and isinstance(value, np.ndarray) and value.dtype.hasobject:
             return _tagged("ndarray-object", [list(value.shape), self.convert(value.tolist(), path, depth)])
@@ -300,7 +353,7 @@ class _Converter:
 
     def convert_dict(self, value: Mapping[Any, Any], path: str, depth: int) -> Any:
         if TAG not in value and all(_plain_key(k) for k in value):
-            return {str(k): self.convert(v, f"{path}[{k!r}]", depth) for k, v in value.items()}
+            return {str.__str__(k): self.convert(v, f"{path}[{k!r}]", depth) for k, v in value.items()}
         pairs = [
             [self.convert(k, f"{path}<key>", depth), self.convert(v, f"{path}[{k!r}]", depth)]
             for k, v in value.items()
@@ -316,8 +369,8 @@ class _Converter:
 
 
 def _plain_key(key: Any) -> bool:
-    """A dict key that JSON can carry as it is: a str (or str subclass) with no lone surrogates."""
-    if not isinstance(key, str) or isinstance(key, enum.Enum):
+    """A dict key that JSON can carry as it is: a str (or numpy.str_) with no lone surrogates."""
+    if type(key) is not str and not (isinstance(key, str) and _is_numpy_scalar(key)):
         return False
     try:
         key.encode("utf-8")
@@ -355,12 +408,23 @@ def _find_encoder(cls: type) -> Callable[[Any], Any] | None:
     return None
 
 
-def _pydantic_fields(value: Any) -> dict[str, Any] | None:
+def _pydantic_data(value: Any) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """(fields by name, extra fields or None when its class takes none) of a pydantic model, or None.
+
+    A model that takes extras keys them even when it holds none: its keys before extras were
+    keyed may hold an answer computed with any extras, and must not be served again.
+    """
     pydantic = sys.modules.get("pydantic")  # never import it: only its instances need it
     if pydantic is None or not isinstance(value, pydantic.BaseModel):
         return None
-    fields = getattr(type(value), "model_fields", None) or value.__fields__
-    return {name: getattr(value, name) for name in fields}
+    declared = getattr(type(value), "model_fields", None)
+    if declared is not None:  # pydantic 2: a dict exactly when extra="allow"
+        extra = getattr(value, "__pydantic_extra__", None)
+    else:  # pydantic 1 keeps extras in __dict__ beside the fields
+        declared = value.__fields__
+        allows = getattr(value.__config__, "extra", None) == "allow"
+        extra = {k: v for k, v in vars(value).items() if k not in declared} if allows else None
+    return {name: getattr(value, name) for name in declared}, extra
 
 
 def _numpy_tree(np: Any, value: Any) -> Any:

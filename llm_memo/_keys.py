@@ -3,6 +3,13 @@
 key = sha256(prefix + "\\n" + canonical arguments), where the prefix is the canonical
 JSON of [key format, module, qualified name, source fingerprint, version, namespace].
 Everything that is fixed per function is computed once, when it is decorated.
+
+A generation setting (a parameter or ``**kwargs`` entry named in ``GENERATION_SETTINGS``)
+is keyed by the number it means, so ``temperature=0`` and ``temperature=0.0`` share a key,
+as they do under ``wrap``. Its spelling is the one its parameter declares - a float
+default, else a float annotation, makes it a float - and otherwise the wire's: an integral
+float is keyed as the int (``_openai`` keys request bodies the same way). So a call that
+spells a setting as declared keeps the key it always had. Everywhere else 1 and 1.0 differ.
 """
 
 from __future__ import annotations
@@ -10,9 +17,11 @@ from __future__ import annotations
 import hashlib
 import inspect
 import io
+import math
 import re
 import textwrap
 import tokenize
+import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -20,9 +29,16 @@ import orjson
 
 from ._canonical import encode_arguments, to_tree
 
-__all__ = ["KEY_FORMAT", "Binder", "KeyMaker", "compute_key", "is_sdk_client", "source_fingerprint"]
+__all__ = ["GENERATION_SETTINGS", "KEY_FORMAT", "Binder", "KeyMaker", "compute_key", "is_sdk_client",
+           "source_fingerprint"]
 
 KEY_FORMAT = "llm_memo/key/1"
+GENERATION_SETTINGS = frozenset({
+    "temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty",
+    "max_tokens", "max_completion_tokens", "max_output_tokens", "max_new_tokens", "seed",
+})
+_FLOAT_WORD = re.compile(r"\bfloat\b")
+_INT_WORD = re.compile(r"\bint\b")
 _DEF_LINE = re.compile(r"^\s*(async\s+def|def|class)\s")
 _SDK_MODULES = frozenset({"openai", "anthropic", "httpx", "httpx2", "groq", "mistralai", "cohere"})
 _SDK_CLASS = re.compile(r"(Client|^(Async)?(OpenAI|AzureOpenAI|Anthropic\w*))$")
@@ -170,6 +186,7 @@ class KeyMaker:
         self._hasher = hashlib.sha256(_prefix(self.module, self.qualname, self.fingerprint, version, namespace))
         first = next(iter(self.signature.parameters), None)
         self.ignore_with_first = self.ignore | {first} if first else self.ignore
+        self.settings = _declared_spellings(self.signature)
 
     def keyed_arguments(self, arguments: dict[str, Any], instance: Any = None) -> dict[str, Any]:
         """The arguments that enter the key: ignored names, the bound instance and clients left out.
@@ -190,17 +207,71 @@ class KeyMaker:
             keyed = dict(keyed)
             keyed[self.var_keyword] = {k: v for k, v in extra.items()
                                        if k not in self.ignore_kwargs and type(v) not in _client_types}
+        if self.settings or extra:
+            keyed = self._spell_settings(keyed)
         if instance is not None and not isinstance(instance, type):
             state = getattr(instance, "__llm_memo_key__", None)
             if state is not None:
                 keyed = {**keyed, "\x00self": state()}
         return keyed
 
+    def _spell_settings(self, keyed: dict[str, Any]) -> dict[str, Any]:
+        """`keyed` with each generation setting spelled as declared (a copy, only if one changed)."""
+        changed: dict[str, Any] = {}
+        for name, as_float in self.settings.items():
+            value = keyed.get(name)
+            spelled = _spelled(value, as_float)
+            if spelled is not value:
+                changed[name] = spelled
+        extra = keyed.get(self.var_keyword) if self.var_keyword else None
+        if extra:
+            entries = {k: _spelled(v, False) for k, v in extra.items() if k in GENERATION_SETTINGS}
+            entries = {k: v for k, v in entries.items() if v is not extra[k]}
+            if entries:
+                changed[self.var_keyword] = {**extra, **entries}  # type: ignore[index]
+        return {**keyed, **changed} if changed else keyed
+
     def key(self, keyed: Mapping[str, Any]) -> str:
         """The 64-hex key for already-filtered arguments."""
         h = self._hasher.copy()
         h.update(encode_arguments(keyed))
         return h.hexdigest()
+
+
+def _declared_spellings(signature: inspect.Signature) -> dict[str, bool]:
+    """Generation-setting parameters -> whether they are keyed as floats (see the module docstring)."""
+    kinds = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return {p.name: _declares_float(p) for p in signature.parameters.values()
+            if p.name in GENERATION_SETTINGS and p.kind not in kinds}
+
+
+def _declares_float(parameter: inspect.Parameter) -> bool:
+    """A float default, else (no numeric default) an annotation naming float and not int."""
+    if type(parameter.default) in (int, float):
+        return type(parameter.default) is float
+    annotation = parameter.annotation
+    if isinstance(annotation, str):  # from __future__ import annotations
+        return bool(_FLOAT_WORD.search(annotation)) and not _INT_WORD.search(annotation)
+    if annotation is float:
+        return True
+    args = typing.get_args(annotation)
+    return float in args and int not in args
+
+
+def _spelled(value: Any, as_float: bool) -> Any:
+    """`value` spelled as a float or, for an integral float, as the int; `value` itself if unchanged."""
+    kind = type(value)
+    if kind is float:
+        if as_float:
+            return 0.0 if value == 0.0 and math.copysign(1.0, value) < 0 else value
+        return int(value) if value.is_integer() else value
+    if kind is int and as_float:
+        try:
+            as_number = float(value)
+        except OverflowError:
+            return value
+        return as_number if as_number == value else value
+    return value
 
 
 def _split_ignore(ignore: Iterable[str], signature: inspect.Signature) -> tuple[frozenset[str], frozenset[str]]:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from typing import Any
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from llm_memo._guard import (
+    MAX_DEPTH,
     MODES,
+    SETTINGS_NAMES,
     Verdict,
     decide,
     find_temperature,
@@ -53,11 +58,102 @@ def test_temperature_in_dict_arguments() -> None:
     assert find_temperature({"temperature": 0.0, "params": {"temperature": 1.0}}) == 0.0
 
 
-def test_temperature_is_looked_up_one_level_deep_only() -> None:
+def test_temperature_is_not_looked_up_below_data() -> None:
     assert find_temperature({}) is None
     assert find_temperature({"prompt": "temperature"}) is None
     assert find_temperature({"outer": {"inner": {"temperature": 1.0}}}) is None
     assert find_temperature({"messages": [{"temperature": 1.0}]}) is None
+    assert find_temperature({"options": [{"temperature": 1.0}]}) is None  # lists are data
+    assert find_temperature({"schema": {"temperature": {"type": "number"}}}) is None
+    assert find_temperature({"params": {"temperature": [0.5]}}) is None
+
+
+@dataclasses.dataclass
+class Generation:
+    temperature: Any = None
+    max_tokens: int = 16
+    sampling: Any = None
+
+
+class Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    temperature: Any = None
+    config: Any = None
+
+
+def test_temperature_in_dataclass_and_pydantic_settings() -> None:
+    assert find_temperature({"settings": Generation(temperature=0.7)}) == 0.7
+    assert find_temperature({"settings": Settings(temperature=0.2)}) == 0.2
+    assert find_temperature({"s": Settings(generation={"temperature": 0.3})}) == 0.3  # an extra field
+    assert find_temperature({"s": Settings(temperature=0)}) == 0
+    assert find_temperature({"s": Generation()}) is None
+    assert find_temperature({"s": Settings(note={"temperature": 1})}) is None  # "note" is not settings
+
+
+def test_kwargs_entries_count_as_arguments() -> None:
+    kwargs = {"generation": {"temperature": 0.7}}
+    assert find_temperature({"prompt": "p", "kw": kwargs}, "kw") == 0.7
+    assert find_temperature({"prompt": "p", "kw": {"temperature": "hot"}}, "kw") == "hot"  # as a parameter
+    assert find_temperature({"prompt": "p", "kw": {"x": Generation(temperature=1)}}, "kw") == 1
+    # Without `spread`, the **kwargs dict is one dict argument: its entries are a level down.
+    assert find_temperature({"prompt": "p", "kw": {"x": {"temperature": 1}}}) is None
+
+
+def test_settings_nested_under_settings_names_are_searched_to_max_depth() -> None:
+    node: Any = {"temperature": 0.9}
+    for _ in range(MAX_DEPTH - 1):
+        node = {"config": node}
+    assert find_temperature({"request": node}) == 0.9
+    assert find_temperature({"request": {"params": node}}) is None  # one level too deep
+    looped: dict[str, Any] = {"settings": None}
+    looped["settings"] = looped
+    assert find_temperature({"request": looped}) is None  # a cycle ends at MAX_DEPTH
+
+
+def test_a_sampling_temperature_anywhere_wins_over_a_zero_elsewhere() -> None:
+    arguments = {"a": {"temperature": 0}, "b": {"generation": {"temperature": 0.7}}}
+    assert find_temperature(arguments) == 0.7
+    assert find_temperature({"a": {"temperature": 0}, "b": {"temperature": 0.0}}) == 0
+    assert find_temperature({"temperature": 0, "b": {"temperature": 0.7}}) == 0  # the parameter decides
+
+
+CONTAINERS = {
+    "dict": lambda name, inner: {name: inner},
+    "dataclass": lambda name, inner: Generation(sampling=inner) if name == "sampling" else None,
+    "pydantic": lambda name, inner: Settings(**{name: inner}),
+}
+
+
+def _leaf(kind: str, temperature: float) -> Any:
+    return {"dict": {"temperature": temperature}, "dataclass": Generation(temperature=temperature),
+            "pydantic": Settings(temperature=temperature)}[kind]
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(SETTINGS_NAMES)), st.sampled_from(sorted(CONTAINERS))),
+                max_size=MAX_DEPTH - 1),
+       st.sampled_from(sorted(CONTAINERS)), st.floats(0, 2), st.booleans())
+def test_a_temperature_under_settings_names_is_found(path: list[tuple[str, str]], leaf: str, temperature: float,
+                                                    through_kwargs: bool) -> None:
+    node = _leaf(leaf, temperature)
+    for name, kind in reversed(path):
+        if kind == "dataclass":
+            name = "sampling"  # the dataclass's settings field
+        node = CONTAINERS[kind](name, node)
+    arguments = {"prompt": "p", "kw": {"arg": node}} if through_kwargs else {"prompt": "p", "arg": node}
+    assert find_temperature(arguments, "kw") == temperature
+    noise = {**arguments, "messages": [{"temperature": 1.5}], "record": {"data": {"temperature": 22.5}}}
+    assert find_temperature(noise, "kw") == temperature
+
+
+@given(st.lists(st.sampled_from(sorted(SETTINGS_NAMES)), max_size=MAX_DEPTH - 2),
+       st.text(min_size=1, max_size=8).filter(lambda n: n not in SETTINGS_NAMES and n != "temperature"),
+       st.floats(0.1, 2))
+def test_a_temperature_below_a_name_that_is_not_settings_is_data(path: list[str], name: str,
+                                                                 temperature: float) -> None:
+    node: Any = {name: {"temperature": temperature}}
+    for outer in reversed(path):
+        node = {outer: node}
+    assert find_temperature({"arg": node}) is None
 
 
 # -- is_nondeterministic -----------------------------------------------------------------------

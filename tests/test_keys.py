@@ -60,7 +60,7 @@ def test_spellings_of_one_call_share_a_key() -> None:
     (("x", "gpt-4o"), {}),
     (("x",), {"model": "gpt-4o"}),
     (("x",), {"temperature": 0.5}),
-    (("x",), {"temperature": 0}),  # 0 and 0.0 are different values (documented typing rule)
+    (("x",), {"temperature": 1e-9}),  # (0 and 0.0 mean one temperature: tests/test_collisions.py)
     (("x",), {"max_tokens": 255}),
     (("x",), {"seed": 1}),
     (("x",), {"seed": None}),
@@ -568,3 +568,149 @@ def test_keys_are_the_same_in_every_process_and_hash_seed() -> None:
                               text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == in_process, f"PYTHONHASHSEED={seed}"
+
+
+# -- golden vectors pinned when issue 9 changed the encoding (key format "llm_memo/key/1") ------
+#
+# Computed by compute_key and cache_key on main at f08b444 (before issue 9, item 2), on CPython 3.11
+# with orjson 3.x, pydantic 2 and numpy 2: encodings that the fixes for colliding keys must NOT move
+# (str-mixin Enum members, numpy scalars, pydantic models that take no extras, and calls spelling
+# a generation setting as its parameter declares it). Same rule as above: never edit.
+
+
+class Tone(str, enum.Enum):
+    TERSE = "terse"
+    WARM = "warm"
+
+
+Tone.__module__ = "golden"
+
+
+def _golden_models() -> tuple[Any, Any]:
+    import pydantic
+
+    class Persona(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="allow")
+        name: str
+        style: Any = None
+
+    class Strict(pydantic.BaseModel):
+        system: str = pydantic.Field(alias="systemPrompt")
+        temperature: float = 0.0
+
+    Persona.__module__ = Strict.__module__ = "golden"
+    Persona.__qualname__, Strict.__qualname__ = "Persona", "Strict"
+    return Persona, Strict
+
+
+def _golden_stable_cases() -> dict[str, tuple[dict[str, Any], str]]:
+    np = pytest.importorskip("numpy")
+    _, strict = _golden_models()
+    return {
+        "str-enum": ({"tone": Tone.TERSE, "tones": [Tone.WARM, "warm"], "by": {Tone.TERSE: 1}},
+                     "016c837b6a3d1911e0cf51e547746b50cca7d4e4b1c80bcbea040a0d03669cb4"),
+        "numpy-scalars": ({"t": np.float64(0.5), "s": np.str_("a"), "d": {np.str_("k"): np.float64(2.0)}},
+                          "4ed8b5067b9b27be3e6a2fa9e25c9a7618332e6604e207801fe0476d44cddda5"),
+        "pydantic-no-extras": ({"strict": strict(systemPrompt="Be brief."), "nested": [strict(systemPrompt="x")]},
+                               "586b8fb586a93e9d9468eb3d6e19c26f0452be17264b56c569d9189766dab21c"),
+    }
+
+
+@pytest.mark.parametrize("label", ["str-enum", "numpy-scalars", "pydantic-no-extras"])
+def test_golden_keys_that_issue_9_must_not_move(label: str) -> None:
+    arguments, expected = _golden_stable_cases()[label]
+    assert compute_key(*GOLDEN_PARTS, None, None, arguments) == expected
+
+
+def _golden_function(func: Any, name: str) -> Any:
+    func.__module__, func.__qualname__ = "golden", name
+    return llm_cache(track_source=False)(func)
+
+
+def _float_defaults(prompt: str, temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 256,
+                    **options: Any) -> str:
+    raise AssertionError("cache_key never calls the function")
+
+
+def _int_default(prompt: str, temperature: float = 0, seed: int | None = None) -> str:
+    raise AssertionError("cache_key never calls the function")
+
+
+def _declared(prompt: str, temperature: float | None = None, *, top_k: int) -> str:
+    raise AssertionError("cache_key never calls the function")
+
+
+FLOAT_DEFAULTS = _golden_function(_float_defaults, "float_defaults")
+INT_DEFAULT = _golden_function(_int_default, "int_default")
+DECLARED = _golden_function(_declared, "declared")
+
+GOLDEN_SETTINGS: list[tuple[str, Any, tuple[Any, ...], dict[str, Any], str]] = [
+    ("float-defaults", FLOAT_DEFAULTS, ("x",), {},
+     "21b53a62ad3224edd944434f7fffa02634b5507e10d5be4fd2be995daf7fba09"),
+    ("float-defaults-kwargs", FLOAT_DEFAULTS, ("x",),
+     {"temperature": 0.7, "frequency_penalty": 0, "presence_penalty": 0.5, "seed": 3},
+     "1ed60dd2e53fe4429fa7b047fab504198cd060bef043ec8f3928cb939e4777a0"),
+    ("int-default", INT_DEFAULT, ("x",), {},
+     "70c515c27432d21b252393e7e11067c3ae5e34d39b901136c6d2d8b70df0f8a8"),
+    ("int-default-seed", INT_DEFAULT, ("x",), {"temperature": 1, "seed": 42},
+     "1d0bab42f06b9b1e390285aafe8d9f455c76888d08f68bae21908eb6e8c2cefb"),
+    ("declared-float", DECLARED, ("x",), {"temperature": 0.0, "top_k": 40},
+     "99be9acb92f5485902351b486a8b42f7cfcaa63c2e88238ce36dd32d995c5ac8"),
+    ("declared-none", DECLARED, ("x",), {"top_k": 1},
+     "f1b85f1c0106fcc42c3057740107479bdc552704cacd39a35dc77b30eaa1b677"),
+]
+
+
+@pytest.mark.parametrize(("fn", "args", "kwargs", "expected"), [g[1:] for g in GOLDEN_SETTINGS],
+                         ids=[g[0] for g in GOLDEN_SETTINGS])
+def test_golden_keys_of_generation_settings_spelled_as_declared(fn: Any, args: tuple[Any, ...],
+                                                               kwargs: dict[str, Any], expected: str) -> None:
+    assert fn.cache_key(*args, **kwargs) == expected
+
+
+# Golden vectors of the encodings issue 9 added (computed once when they were introduced, key format
+# still "llm_memo/key/1": the new encodings use a tag or payload shape no earlier key holds, so they
+# can never meet an old key). Same rule: never edit.
+
+
+class GoldenText(str):
+    def __str__(self) -> str:
+        return "constant"
+
+
+class GoldenCount(int):
+    pass
+
+
+class GoldenRatio(float):
+    pass
+
+
+class GoldenBlob(bytes):
+    pass
+
+
+for _cls in (GoldenText, GoldenCount, GoldenRatio, GoldenBlob):
+    _cls.__module__ = "golden"
+
+
+def _golden_new_cases() -> dict[str, tuple[dict[str, Any], str]]:
+    persona, _ = _golden_models()
+    return {
+        "pydantic-extras": ({"persona": persona(name="bot", system="Be terse.", examples=[1, 2])},
+                            "3c0329d14488dc65da1aea4358247fdee269897a09e92c215e77fdf949efe765"),
+        "pydantic-takes-extras": ({"persona": persona(name="bot", style={"x": 1})},
+                                  "61d86be06e54c5554f43fb5736ac1114d6bd88a81f9280b0aa6155add7c40e57"),
+        "scalar-subclasses": ({"text": GoldenText("hi"), "count": GoldenCount(3), "ratio": GoldenRatio(0.5),
+                               "blob": GoldenBlob(b"\x00x"), "big": GoldenCount(2**70)},
+                              "52389732beec15debbd8c9f6cfbddd973734b66db832b4a0289d70578de3bf28"),
+        "subclass-dict-key": ({"headers": {GoldenText("k"): "v", "j": "w"}},
+                              "617a6edd24f97b473bd2164f8daffced056eff99230f9b09d3a37673d6ebeb8a"),
+    }
+
+
+@pytest.mark.parametrize("label", ["pydantic-extras", "pydantic-takes-extras", "scalar-subclasses",
+                                   "subclass-dict-key"])
+def test_golden_keys_of_the_encodings_issue_9_added(label: str) -> None:
+    arguments, expected = _golden_new_cases()[label]
+    assert compute_key(*GOLDEN_PARTS, None, None, arguments) == expected
