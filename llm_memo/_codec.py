@@ -27,6 +27,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import hashlib
 import hmac
 import math
@@ -288,6 +289,7 @@ class Header(NamedTuple):
     flags: int
 
 
+@functools.lru_cache(maxsize=4096)  # a memory hit hashes no more than a dict lookup costs
 def binding(key: str) -> bytes:
     """What ties an envelope to its key: the first 16 bytes of SHA-256 over the key."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:_BINDING]
