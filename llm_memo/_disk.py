@@ -328,7 +328,7 @@ class DiskTier:
             if row is None:
                 return None
             rowid, found, mode, value = row
-            if found != key or len(rowids) > 1:
+            if found != key:
                 self._drop_row(cache, rowid)
                 raise MisplacedRow(f"the disk index led key {key[:12]}... to the row of another key; "
                                    "that row is dropped (the database is damaged)")
