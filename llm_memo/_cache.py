@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._codec import (
     FLAG_PICKLE,
+    FORMAT,
     CorruptEntry,
     Header,
     NewerFormat,
+    Secret,
     UnencodableValue,
     UntrustedClass,
     decode_value,
@@ -74,6 +76,10 @@ def default_directory() -> Path:
 class Cache:
     """The tier hierarchy: memory, then disk, then (optionally) Redis.
 
+    Every entry is bound to its key. With `secret` (or $LLM_MEMO_SECRET) entries are signed
+    with HMAC-SHA256 and only entries signed with it are served; without one, signed entries
+    are served unverified, as every entry is.
+
     read_only=True opens an existing disk tier and its savings ledger without writing a byte
     (a read-only mount too) and starts no invalidation listener: for looking at a cache.
     Writes to the disk tier then fail (counted, as any tier fault); no directory is created.
@@ -91,12 +97,15 @@ class Cache:
         allow_pickle: bool = False,
         clock: Callable[[], float] | None = None,
         read_only: bool = False,
+        secret: str | bytes | None = None,
     ) -> None:
         _check_size("memory_maxsize", memory_maxsize)
         _check_size("disk_size_limit", disk_size_limit)
+        self._secret = _secret(secret)
+        # The secret travels in the pickle (spawn workers must read signed entries); never to disk.
         self._config = dict(memory_maxsize=memory_maxsize, disk_size_limit=disk_size_limit, redis_url=redis_url,
                             redis_prefix=redis_prefix, disk=disk, allow_pickle=allow_pickle, clock=clock,
-                            read_only=read_only)
+                            read_only=read_only, secret=self._secret)
         self.clock = clock or time.time
         self.allow_pickle = allow_pickle
         self.directory = Path(directory).expanduser() if directory is not None else default_directory()
@@ -161,10 +170,10 @@ class Cache:
         if data is None:
             return None
         try:
-            expiry, latency, tokens, cost, flags, offset = peek(data)
+            expiry, latency, tokens, cost, flags, value_json = peek(data, key)
             if expiry <= self.clock():  # NaN (never expires) compares False
                 return None
-            value = decode_value(memoryview(data)[offset:], flags, allow_pickle=self.allow_pickle)
+            value = decode_value(value_json, flags, allow_pickle=self.allow_pickle)
         except (CorruptEntry, UntrustedClass) as exc:
             self._bad_entry(self.memory, key, exc, stats)
             return None
@@ -187,7 +196,7 @@ class Cache:
                 continue
             meta = b""
             try:
-                header, meta, value_json = unpack(data, verify=tier is not self.memory)
+                header, meta, value_json = unpack(data, key, verify=tier is not self.memory, secret=self._secret)
                 if header.expires_at is not None and header.expires_at <= now:
                     continue
                 value = decode_value(value_json, header.flags, allow_pickle=self._pickles_from(tier))
@@ -195,6 +204,8 @@ class Cache:
                 self._bad_entry(tier, key, exc, stats, meta)
                 continue
             if i:
+                if data[2] != FORMAT:  # written by 0.1.0: the copies above are bound to the key
+                    data = pack(key, value_json, meta, header, secret=self._secret)
                 self._promote(key, data, header, meta, tiers[:i], stats)
             return Hit(value, tier.name, header.latency, header.tokens, header.cost, header.expires_at)
         return None
@@ -212,7 +223,7 @@ class Cache:
             metadata: Mapping[str, Any] | None = None, latency: float = 0.0, tokens: int = 0,
             cost: float = 0.0, stats: Counters | None = None) -> bool:
         """Store `value` for `lifetime` seconds (None: no expiry) in every tier; False if not stored."""
-        built = self._envelope(value, lifetime, tags, metadata, latency, tokens, cost, stats)
+        built = self._envelope(key, value, lifetime, tags, metadata, latency, tokens, cost, stats)
         if built is None:
             return False
         data, expires_at, tags, flags = built
@@ -231,7 +242,7 @@ class Cache:
                 self._fault(tier.name, "write", exc, stats)
         return stored
 
-    def _envelope(self, value: Any, lifetime: float | None, tags: Sequence[str],
+    def _envelope(self, key: str, value: Any, lifetime: float | None, tags: Sequence[str],
                   metadata: Mapping[str, Any] | None, latency: float, tokens: int, cost: float,
                   stats: Counters | None) -> tuple[bytes, float | None, tuple[str, ...], int] | None:
         try:
@@ -243,7 +254,7 @@ class Cache:
         expires_at = None if lifetime is None else now + lifetime
         tags = tuple(dict.fromkeys(tags))
         meta = {**(metadata or {}), "tags": list(tags)}
-        data = pack(value_json, meta, Header(expires_at, now, latency, tokens, cost, flags))
+        data = pack(key, value_json, meta, Header(expires_at, now, latency, tokens, cost, flags), secret=self._secret)
         return data, expires_at, tags, flags
 
     def _pickles_from(self, tier: Tier) -> bool:
@@ -275,6 +286,7 @@ class Cache:
 
     def _bad_entry(self, tier: Tier, key: str, exc: CorruptEntry | UntrustedClass, stats: Counters | None,
                    meta: bytes = b"") -> None:
+        """Count and log a bad entry, and delete it (a newer format's entry and a refused class stay)."""
         if isinstance(exc, UntrustedClass):
             self._refused(tier.name, exc, meta, stats)
             return  # not corrupt: a process that allows the class can read it
@@ -310,10 +322,13 @@ class Cache:
                 data = tier.get(key)
                 if data is None:
                     continue
-                header, meta, value_json = unpack(data)
+                header, meta, value_json = unpack(data, key, secret=self._secret)
                 if header.expires_at is not None and header.expires_at <= now:
                     continue
                 value = decode_value(value_json, header.flags, allow_pickle=self._pickles_from(tier))
+            except CorruptEntry as exc:
+                self._bad_entry(tier, key, exc, None)
+                continue
             except Exception as exc:
                 self._fault(tier.name, "read", exc, None)
                 continue
@@ -421,7 +436,7 @@ class Cache:
                     data = tier.get(key)
                     if data is None:
                         continue
-                    header, meta, value_json = unpack(data)
+                    header, meta, value_json = unpack(data, key, secret=self._secret)
                 except Exception as exc:
                     self._fault(tier.name, "read", exc, None)
                     continue
@@ -441,7 +456,7 @@ class Cache:
                 continue
             for key, data in rows:
                 try:
-                    header, meta, value_json = unpack(data)
+                    header, meta, value_json = unpack(data, key)
                 except CorruptEntry:
                     continue  # damaged as well as expired: get() drops it when it meets it
                 yield Stored(key, tier.name, header, _json(meta), value_json, len(data))
@@ -461,7 +476,8 @@ class Cache:
     def restore(self, key: str, header: Header, metadata: Mapping[str, Any], value_json: bytes) -> bool:
         """Store an exported entry as it was (its own times and savings); False if no tier took it."""
         tags = tuple(t for t in metadata.get("tags", ()) if isinstance(t, str))
-        return self._write(key, pack(value_json, metadata, header), header.expires_at, tags, header.flags, None)
+        data = pack(key, value_json, metadata, header, secret=self._secret)
+        return self._write(key, data, header.expires_at, tags, header.flags, None)
 
     def usage(self) -> dict[str, tuple[int, int]]:
         """{tier name: (entries, bytes)}; -1 where a tier cannot tell."""
@@ -573,12 +589,26 @@ def _json_list(keys: list[str]) -> str:
 
 
 def _envelope_tags(data: bytes) -> tuple[str, ...]:
-    return _tags_of(unpack(data, verify=False)[1])
+    return _tags_of(unpack(data, None, verify=False)[1])
 
 
 def _tags_of(meta: bytes) -> tuple[str, ...]:
     tags = _json(meta).get("tags", ())
     return tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+
+
+def _secret(secret: object) -> Secret | None:
+    """The HMAC key: `secret` (str or bytes), else $LLM_MEMO_SECRET, else None (entries unsigned)."""
+    if secret is None:
+        secret = os.environ.get("LLM_MEMO_SECRET") or None
+        if secret is None:
+            return None
+    if not isinstance(secret, (str, bytes)):
+        raise TypeError(f"secret must be a str or bytes (the key entries are signed with); "
+                        f"got secret of type {type(secret).__name__}")
+    if not secret:
+        raise ValueError("secret must not be empty: pass a long random string, or secret=None for unsigned entries")
+    return Secret(secret.encode("utf-8", "surrogatepass") if isinstance(secret, str) else secret)
 
 
 def _check_size(name: str, value: object) -> None:

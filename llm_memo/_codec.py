@@ -1,10 +1,16 @@
 """Values and entry envelopes <-> bytes. Data only: decoding never runs stored code.
 
-Envelope layout (format 1), the same in every tier::
+Envelope layout (format 2), the same in every tier::
 
     b"LM" | format (1 byte) | crc32 of the rest (4)
+          | key binding: the first 16 bytes of SHA-256 over the key
           | expires_at, created_at, latency (float64; expires_at NaN = never) | tokens (uint32)
           | cost (float64) | flags (1) | metadata length (4) | metadata JSON | value JSON
+          | HMAC-SHA256 (32), with FLAG_SIGNED: over the format, binding, header, metadata and value
+
+An envelope opens for its own key only, so a row found under another key (a damaged
+index, a copied value) is refused. Format 1 (llm_memo 0.1.0) is format 2 without the
+binding and the signature: still read, trusting where it was found, never written.
 
 Values are tagged JSON: JSON-native data as it is, everything else as
 ``{"\\u0000": tag, "v": payload}`` (tuples, bytes, sets, dates, Decimal, UUID, paths,
@@ -20,6 +26,9 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
+import hashlib
+import hmac
 import math
 import pathlib
 import struct
@@ -35,17 +44,21 @@ from ._canonical import TAG, is_plain
 from ._trust import UntrustedClass, produced, sdk_base, trusted
 
 __all__ = [
-    "FLAG_PICKLE", "FLAG_PLAIN", "FORMAT", "CorruptEntry", "Header", "NewerFormat", "UnencodableValue",
-    "UntrustedClass", "decode_value", "encode_value", "pack", "peek", "unpack",
+    "FLAG_PICKLE", "FLAG_PLAIN", "FLAG_SIGNED", "FORMAT", "CorruptEntry", "ForeignEntry", "Header",
+    "MisboundEntry", "NewerFormat", "Secret", "UnencodableValue", "UntrustedClass", "decode_value", "encode_value",
+    "pack", "peek", "unpack",
 ]
 
-FORMAT = 1
+FORMAT = 2
 FLAG_PICKLE = 1  # the value is a pickle: never written to shared tiers, read only with allow_pickle
 FLAG_PLAIN = 2  # the value JSON has no tags: orjson.loads alone decodes it
+FLAG_SIGNED = 4  # an HMAC-SHA256 with the cache's secret ends the envelope
 _MAGIC = b"LM"
 _PREFIX = struct.Struct(">2sBI")  # magic, format, crc32 of everything after it
+_BINDING = 16  # bytes of SHA-256 over the key
+_MAC = 32  # bytes of HMAC-SHA256
 _BODY = struct.Struct(">dddIdBI")  # expires_at (NaN = never), created_at, latency, tokens, cost, flags, metadata length
-_WHOLE = struct.Struct(">2sBIdddIdBI")  # _PREFIX then _BODY, read in one call on the hot path
+_WHOLE = struct.Struct(">2sBI16sdddIdBI")  # _PREFIX, binding, _BODY: read in one call on the hot path
 
 
 
@@ -55,6 +68,26 @@ class CorruptEntry(Exception):
 
 class NewerFormat(CorruptEntry):
     """An entry written by a newer llm_memo: a miss, left in place for that version."""
+
+
+class MisboundEntry(CorruptEntry):
+    """An envelope found under a key it was not stored for (a damaged index, a copied value)."""
+
+
+class ForeignEntry(CorruptEntry):
+    """An entry not signed with this cache's secret: planted, altered, or written without it."""
+
+
+class Secret(bytes):
+    """An HMAC key that never shows itself in a repr, a log line or a traceback."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Secret, (bytes(self),)  # pickled for spawn workers, which must read signed entries
 
 
 class UnencodableValue(Exception):
@@ -250,41 +283,84 @@ class Header(NamedTuple):
     flags: int
 
 
-def pack(value_json: bytes, metadata: Mapping[str, Any], header: Header) -> bytes:
-    """Envelope bytes for an encoded value, its metadata and its header."""
-    meta = orjson.dumps(metadata)
+@functools.lru_cache(maxsize=4096)  # a memory hit hashes no more than a dict lookup costs
+def binding(key: str) -> bytes:
+    """What ties an envelope to its key: the first 16 bytes of SHA-256 over the key."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:_BINDING]
+
+
+def _signature(secret: bytes, signed: bytes | memoryview) -> bytes:
+    mac = hmac.new(secret, bytes([FORMAT]), hashlib.sha256)
+    mac.update(signed)
+    return mac.digest()
+
+
+def pack(key: str, value_json: bytes, metadata: Mapping[str, Any] | bytes, header: Header, *,
+         secret: bytes | None = None) -> bytes:
+    """Envelope bytes for an encoded value, its metadata (a mapping, or its JSON) and its header,
+    bound to `key` and, with a `secret`, signed."""
+    meta = metadata if isinstance(metadata, bytes) else orjson.dumps(metadata)
     expiry = math.nan if header.expires_at is None else float(header.expires_at)
-    fields = _BODY.pack(expiry, header.created_at, header.latency, header.tokens, header.cost, header.flags, len(meta))
-    body = fields + meta + value_json
+    flags = header.flags & ~FLAG_SIGNED | (FLAG_SIGNED if secret is not None else 0)
+    fields = _BODY.pack(expiry, header.created_at, header.latency, header.tokens, header.cost, flags, len(meta))
+    body = binding(key) + fields + meta + value_json
+    if secret is not None:
+        body += _signature(secret, body)
     return _MAGIC + bytes([FORMAT]) + zlib.crc32(body).to_bytes(4, "big") + body
 
 
-def peek(data: bytes) -> tuple[float, float, int, float, int, int]:
-    """(expires_at or NaN, latency, tokens, cost, flags, value offset) of an envelope this
-    process wrote itself (the memory tier's): no checksum, no metadata, one struct call."""
+def peek(data: bytes, key: str) -> tuple[float, float, int, float, int, memoryview]:
+    """(expires_at or NaN, latency, tokens, cost, flags, value JSON) of an envelope this process
+    wrote or verified itself (the memory tier's): the binding checked, no checksum, no signature,
+    no metadata, one struct call."""
     try:
-        magic, version, _crc, expiry, _created, latency, tokens, cost, flags, meta_len = _WHOLE.unpack_from(data)
+        magic, version, _crc, bound, expiry, _created, latency, tokens, cost, flags, meta_len = \
+            _WHOLE.unpack_from(data)
     except struct.error as exc:
         raise CorruptEntry("truncated entry") from exc
     if magic != _MAGIC or version != FORMAT:
         raise CorruptEntry("not an llm_memo entry of this format")
-    return expiry, latency, tokens, cost, flags, _WHOLE.size + meta_len
+    if bound != binding(key):
+        raise MisboundEntry("an entry stored for another key")
+    end = len(data) - _MAC if flags & FLAG_SIGNED else len(data)
+    return expiry, latency, tokens, cost, flags, memoryview(data)[_WHOLE.size + meta_len:end]
 
 
-def unpack(data: bytes, *, verify: bool = True) -> tuple[Header, bytes, bytes]:
-    """(header, metadata JSON, value JSON); raises CorruptEntry or NewerFormat."""
-    if len(data) < _PREFIX.size + _BODY.size or data[:2] != _MAGIC:
+def unpack(data: bytes, key: str | None, *, verify: bool = True,
+           secret: bytes | None = None) -> tuple[Header, bytes, bytes]:
+    """(header, metadata JSON, value JSON) of an envelope stored under `key`.
+
+    Raises CorruptEntry (MisboundEntry when it was stored for another key; with a `secret`,
+    ForeignEntry when it is not signed with it) or NewerFormat. `key=None` skips the binding,
+    `verify=False` the checksum and the signature (for envelopes this process checked already).
+    A format 1 envelope (llm_memo 0.1.0) has neither binding nor signature: with a secret it
+    is refused, without one it is trusted where it was found.
+    """
+    if len(data) < _PREFIX.size or data[:2] != _MAGIC:
         raise CorruptEntry("not an llm_memo entry")
     _magic, version, crc = _PREFIX.unpack_from(data)
     if version > FORMAT:
         raise NewerFormat(f"entry format {version} is newer than this llm_memo (format {FORMAT})")
-    if version != FORMAT:
+    if version not in (1, FORMAT):
         raise CorruptEntry(f"unknown entry format {version}")
     if verify and zlib.crc32(memoryview(data)[_PREFIX.size:]) != crc:
         raise CorruptEntry("checksum mismatch")
-    expiry, created, latency, tokens, cost, flags, meta_len = _BODY.unpack_from(data, _PREFIX.size)
-    start = _PREFIX.size + _BODY.size
-    if start + meta_len > len(data):
+    start = _PREFIX.size if version == 1 else _PREFIX.size + _BINDING
+    if key is not None and version == FORMAT and data[_PREFIX.size:start] != binding(key):
+        raise MisboundEntry("an entry stored for another key")
+    if len(data) < start + _BODY.size:
         raise CorruptEntry("truncated entry")
+    expiry, created, latency, tokens, cost, flags, meta_len = _BODY.unpack_from(data, start)
+    signed = version == FORMAT and flags & FLAG_SIGNED
+    end = len(data) - _MAC if signed else len(data)
+    meta_at = start + _BODY.size
+    if meta_at + meta_len > end:
+        raise CorruptEntry("truncated entry")
+    if secret is not None and verify:
+        if not signed:
+            raise ForeignEntry("an unsigned entry, and this cache has a secret: planted, or written "
+                               "by a cache without the secret (or by llm_memo 0.1.0)")
+        if not hmac.compare_digest(_signature(secret, memoryview(data)[_PREFIX.size:end]), data[end:]):
+            raise ForeignEntry("an entry not signed with this cache's secret: planted or altered")
     header = Header(None if math.isnan(expiry) else expiry, created, latency, tokens, cost, flags)
-    return header, data[start:start + meta_len], data[start + meta_len:]
+    return header, data[meta_at:meta_at + meta_len], data[meta_at + meta_len:end]

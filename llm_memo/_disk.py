@@ -56,6 +56,10 @@ _COUNT = "SELECT COUNT(*) FROM Cache WHERE expire_time IS NULL OR expire_time > 
 _warned_directories: set[str] = set()
 
 
+class MisplacedRow(sqlite3.DatabaseError):
+    """The row found for a key holds another key: the index is damaged. A miss the engine counts."""
+
+
 _OPEN_PATIENCE = 60.0  # seconds an open waits for the write lock, as diskcache's own setup does
 
 
@@ -321,20 +325,37 @@ class DiskTier:
             _execute(cache, "DELETE FROM llm_memo_tags WHERE key = ?", (key,))
         return live
 
+    def _drop_row(self, cache: diskcache.Cache, rowid: int) -> None:
+        with contextlib.suppress(diskcache.Timeout, sqlite3.DatabaseError), cache.transact():
+            _execute(cache, "DELETE FROM Cache WHERE rowid = ?", (rowid,))  # its tags follow (trigger)
+
     def _drop(self, cache: diskcache.Cache, key: str, reason: object) -> None:
         logger.warning("dropping unreadable disk cache entry %s (%s)", key, reason)
         with contextlib.suppress(diskcache.Timeout, sqlite3.OperationalError):
             self._delete(cache, key)  # best effort: the answer is a miss either way
 
     def get(self, key: str) -> bytes | None:
-        """Return the live value stored under ``key``, or None (dropping rows we cannot trust)."""
+        """Return the live value stored under ``key``, or None (dropping rows we cannot trust).
+
+        Raises MisplacedRow, having dropped it, when the index led to another key's row.
+        """
         with self._faults() as cache:
-            try:
-                value = cache.get(key)
-            except ValueError as exc:  # _BytesOnlyDisk refused a pickle, text or file row
-                self._drop(cache, key, exc)
+            # cache.get's own query (its fast path: no statistics, no update on read), then the
+            # row itself by rowid: its key column, read from the table and not from the index,
+            # differs from the key asked for when a damaged index led to another key's row.
+            rowids = _execute(cache, "SELECT rowid FROM Cache WHERE key = ? AND raw = 1"
+                                     " AND (expire_time IS NULL OR expire_time > ?)", (key, time.time())).fetchall()
+            row = _execute(cache, "SELECT rowid, key, mode, value FROM Cache WHERE rowid = ?",
+                           rowids[0]).fetchone() if rowids else None
+            if row is None:
                 return None
-            if value is None:
+            rowid, found, mode, value = row
+            if found != key:
+                self._drop_row(cache, rowid)
+                raise MisplacedRow(f"the disk index led key {key[:12]}... to the row of another key; "
+                                   "that row is dropped (the database is damaged)")
+            if mode != MODE_RAW or type(value) is not bytes:  # a pickle, text or file row
+                self._drop(cache, key, f"not raw bytes (mode {mode})")
                 return None
             entry = _unpack(value)
             if entry is None:

@@ -402,8 +402,8 @@ def test_absurd_times_and_corrupt_values_break_nothing_else(tmp_path: Path) -> N
         assert cache.restore("5" * 64, Header(now + 3600, now, 0.0, 0, 0.0, FLAG_PLAIN), meta, b"{not json")
         disk = next(t for t in cache.tiers if t.name == "disk")
         odd = {"function": 7, "tags": 5, "args": ["not", "a", "dict"], "model": {"x": 1}}
-        disk.set("6" * 64, pack(b"1", odd, Header(now + 3600, now, 0.0, 0, 0.0, FLAG_PLAIN)), None)
-        disk.set("7" * 64, pack(b'"old"', meta, Header(-5.0, now, 0.0, 0, 0.0, FLAG_PLAIN)), None)
+        disk.set("6" * 64, pack("6" * 64, b"1", odd, Header(now + 3600, now, 0.0, 0, 0.0, FLAG_PLAIN)), None)
+        disk.set("7" * 64, pack("7" * 64, b'"old"', meta, Header(-5.0, now, 0.0, 0, 0.0, FLAG_PLAIN)), None)
     listed = cli(directory, "ls")
     assert listed.returncode == 0, listed.stderr
     assert "Traceback" not in listed.stderr

@@ -833,14 +833,14 @@ class _Plant:
         return (os.mkdir, (str(self.path),))
 
 
-def pickle_envelope(sentinel: Path) -> bytes:
+def pickle_envelope(sentinel: Path, key: str) -> bytes:
     payload = base64.b64encode(pickle.dumps(_Plant(sentinel))).decode("ascii")
     value_json = orjson.dumps({TAG: "pickle", "v": payload})
-    return pack(value_json, {"tags": []}, Header(None, time.time(), 0.0, 0, 0.0, FLAG_PICKLE))
+    return pack(key, value_json, {"tags": []}, Header(None, time.time(), 0.0, 0, 0.0, FLAG_PICKLE))
 
 
-def newer_envelope() -> bytes:
-    envelope = pack(orjson.dumps("from the future"), {"tags": []}, Header(None, time.time(), 0.0, 0, 0.0, 2))
+def newer_envelope(key: str) -> bytes:
+    envelope = pack(key, orjson.dumps("from the future"), {"tags": []}, Header(None, time.time(), 0.0, 0, 0.0, 2))
     return envelope[:2] + bytes([FORMAT + 1]) + envelope[3:]
 
 
@@ -862,9 +862,9 @@ def test_foreign_values_under_our_prefix_are_misses(plant: str, redis_server: Se
         elif plant == "pickle behind our header":
             tier.set(key, pickle.dumps(_Plant(sentinel)), None)
         elif plant == "pickle envelope":
-            tier.set(key, pickle_envelope(sentinel), None)
+            tier.set(key, pickle_envelope(sentinel, key), None)
         elif plant == "newer format":
-            tier.set(key, newer_envelope(), None)
+            tier.set(key, newer_envelope(key), None)
         else:
             raw.zadd(vkey, {b"member": 1})
         assert ask("q") == "answer to q"
@@ -885,7 +885,7 @@ def test_a_pickle_planted_in_redis_is_never_run_even_with_allow_pickle(redis_ser
     with Cache(tmp_path / "cache", redis_url=redis_server.url, redis_prefix=prefix,
                allow_pickle=True) as cache:
         key = k("planted")
-        cache.tiers[-1].set(key, pickle_envelope(sentinel), None)
+        cache.tiers[-1].set(key, pickle_envelope(sentinel, key), None)
         cache.get(key)
         assert not sentinel.exists()
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
+from test_integrity import misdirect_index
 
 import llm_memo
+from llm_memo import Cache
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cache-0.1.0"
 MANIFEST = json.loads((FIXTURE / "manifest.json").read_text())
@@ -46,3 +50,50 @@ def test_a_wrap_entry_written_by_0_1_0_is_read_back(legacy) -> None:
     entry = llm_memo.default_cache().get_entry(call["key"])
     assert entry is not None
     assert call["value"] in json.dumps(entry.value)
+
+
+def envelope_format(directory: Path, key: str) -> int:
+    """The format byte of the envelope the disk tier stores under `key` (after its own 12-byte header)."""
+    with contextlib.closing(sqlite3.connect(directory / "cache.db")) as con:
+        (value,) = con.execute("SELECT value FROM Cache WHERE key = ?", (key,)).fetchone()
+    return value[12 + 2]
+
+
+def test_entries_of_0_1_0_are_rebound_to_their_key_when_stored_again(legacy) -> None:
+    cache = llm_memo.default_cache()
+    call = MANIFEST[0]
+    fn = getattr(legacy, call["function"])
+    assert envelope_format(cache.directory, call["key"]) == 1
+    value = fn(*call["args"], **call["kwargs"])
+    assert envelope_format(cache.directory, call["key"]) == 1  # served where it is, not rewritten
+    assert cache.memory.get(call["key"])[2] == 2  # type: ignore[index]  # the promoted copy is bound
+    fn.invalidate(*call["args"], **call["kwargs"])
+    assert fn(*call["args"], **call["kwargs"]) == value  # computed and stored again
+    assert envelope_format(cache.directory, call["key"]) == 2
+    with Cache(cache.directory) as fresh:
+        assert fresh.get(call["key"]).value == value  # type: ignore[union-attr]
+        assert fresh.counters.snapshot().errors == 0
+
+
+def test_a_damaged_index_never_serves_one_0_1_0_entry_for_another(legacy) -> None:
+    # Format 1 carries no binding: the disk row's own key column is what tells.
+    directory = llm_memo.default_cache().directory
+    llm_memo.configure(enabled=True, disk=False)  # release the directory
+    first, second, other = MANIFEST[1], MANIFEST[3], MANIFEST[2]  # rows 2, 4 and 3
+    misdirect_index(directory, first["key"], second["key"])
+    with Cache(directory) as cache:
+        assert cache.get(first["key"]) is None
+        assert cache.counters.snapshot().errors == 1
+        assert cache.get_entry(first["key"]) is None
+        assert repr(cache.get(other["key"]).value) == other["value"]  # type: ignore[union-attr]
+
+
+def test_a_cache_with_a_secret_refuses_the_unsigned_entries_of_0_1_0(legacy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_MEMO_SECRET", "a team secret")
+    llm_memo.configure(llm_memo.default_cache().directory)
+    call = MANIFEST[0]
+    fn = getattr(legacy, call["function"])
+    assert repr(fn(*call["args"], **call["kwargs"])) == call["value"]  # computed again
+    info = fn.cache_info()
+    assert (info.hits, info.misses, info.errors) == (0, 1, 1)
+    assert envelope_format(llm_memo.default_cache().directory, call["key"]) == 2  # and now signed
