@@ -133,9 +133,9 @@ def _caching_off() -> str:
 def cmd_ls(cache: Cache, args: argparse.Namespace, out: Out) -> int:
     entries = sorted(select(cache, args, cache.clock()), key=lambda s: s.header.created_at, reverse=True)
     shown = entries[:args.limit] if args.limit else entries
-    rows = [[s.key[:12] if out.tty else s.key, str(s.metadata.get("function") or "-"),
-             str(s.metadata.get("model") or "-"), timestamp(s.header.created_at, not out.tty),
-             timestamp(s.header.expires_at, not out.tty),
+    rows = [[s.key[:12] if out.fits else s.key, str(s.metadata.get("function") or "-"),
+             str(s.metadata.get("model") or "-"), timestamp(s.header.created_at, not out.fits),
+             timestamp(s.header.expires_at, not out.fits),
              ",".join(user_tags(s.metadata)) or "-", byte_size(s.size), call_preview(s.metadata)] for s in shown]
     if not rows and out.tty:
         out.note("no entries" + (" match" if _filtered(args) else f" in {cache.directory}"))

@@ -108,18 +108,19 @@ class Out:
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.tty = self.stdout.isatty() if tty is None else tty
+        self.fits = self.tty or os.environ.get("COLUMNS", "").strip().isdigit()  # tables fit a width
         self.interactive = True  # False where no one can be asked and the command line is the confirmation
         self.color = (self.tty and self.stdout.isatty() and not os.environ.get("NO_COLOR")
                       and os.environ.get("TERM") != "dumb")
 
     def table(self, columns: list[str], rows: list[list[str]], *, align: str = "", header: bool = True,
               title: str = "", keep: Collection[int] = ()) -> None:
-        """Aligned columns on a terminal, cut in the middle to fit its width (80 when unknown),
-        except the columns in `keep` (dates, keys) unless nothing else can give way;
-        tab-separated and whole when piped."""
+        """Aligned columns on a terminal, or wherever $COLUMNS sets a width, cut in the middle to fit
+        it (80 when unknown), except the columns in `keep` (dates, keys) unless nothing else can give
+        way; tab-separated and whole when piped without $COLUMNS (scripts read whole keys)."""
         lines = ([columns] if header else []) + [[safe(str(c).replace("\t", " ").replace("\n", " ")) for c in row]
                                                   for row in rows]
-        if not self.tty:
+        if not self.fits:
             self.stdout.write("".join("\t".join(line) + "\n" for line in lines))
             return
         natural = [max(width(line[i]) for line in lines) for i in range(len(columns))] if lines else []

@@ -371,10 +371,20 @@ def test_ls_uses_a_wider_terminal(wide: Path) -> None:
     assert "a_function_with_a_very_long_name_" * 3 + "ending_in_tail" in text
 
 
-def test_piped_ls_keeps_whole_values(wide: Path) -> None:
-    rows = tsv(cli(wide, "ls", env={"COLUMNS": "80"}).stdout)[1:]
+def test_piped_ls_keeps_whole_values(wide: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # no width asked for: scripts read whole keys
+    rows = tsv(cli(wide, "ls").stdout)[1:]
     assert all(HEX.fullmatch(row[0]) for row in rows)
     assert all(row[1].endswith("a_function_with_a_very_long_name_" * 3 + "ending_in_tail") for row in rows)
+
+
+def test_piped_ls_fits_the_columns_it_is_given(wide: Path) -> None:
+    listed = cli(wide, "ls", env={"COLUMNS": "80"})
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert len(rows) == 3
+    assert all(width(line) <= 80 for line in (header, *rows)), listed.stdout
+    assert all(len(DATE.findall(row)) == 2 and "…" in row for row in rows), rows  # dates whole, the middle cut
 
 
 # ---- entries that are not what they should be --------------------------------------------------
