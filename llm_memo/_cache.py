@@ -34,6 +34,7 @@ from ._codec import (
     peek,
     unpack,
 )
+from ._lease import FAILED_FOR, Heartbeat, failed_marker, holder_alive, is_failed, new_token
 from ._memory import MemoryTier
 from ._policy import CachePolicy, PolicyCallable, validate_policy
 from ._policy import _choices as policy_choices
@@ -114,6 +115,7 @@ class Cache:
         self.invalidations: Invalidations | None = None  # with Redis: other machines' deletions reach us
         self._reported: set[tuple[str, ...]] = set()
         self._lock = threading.Lock()
+        self._heartbeat = Heartbeat(self._renew)
         self.memory = MemoryTier(memory_maxsize, clock=self.clock, timer=clock or time.monotonic,
                                  tags_of=_envelope_tags)
         self.tiers: list[Tier] = [self.memory]
@@ -342,28 +344,50 @@ class Cache:
         """Claim the computation of `key` across processes (and machines, with Redis).
 
         Returns a token to hand back to `release` when this process should compute, and None
-        while another holds a live lease. The lowest tier that can arbitrate decides (Redis
+        while another live holder has it. The lowest tier that can arbitrate decides (Redis
         over disk); when none can, or it fails, the answer is "compute": a lease only saves
-        duplicate work, it must never stop a call.
+        duplicate work, it must never stop a call. A holder on this host that died is replaced
+        at once; a holder whose call failed lets every waiter compute at once; a held lease is
+        renewed while this process lives, so a call longer than `seconds` still runs once.
         """
-        token = os.urandom(8).hex()
+        token = new_token()
         tier = self._arbiter()
         if tier is None:
             return token
         try:
-            return token if tier.lease(key, token, seconds) else None  # type: ignore[attr-defined]
+            if not tier.lease(key, token, seconds):  # type: ignore[attr-defined]
+                holder = tier.holder(key)  # type: ignore[attr-defined]
+                if holder is not None and is_failed(holder):
+                    return token  # not held: every waiter runs now rather than one after another
+                if holder is None or holder_alive(holder) or not tier.swap(key, holder, token, seconds):  # type: ignore[attr-defined]
+                    return None
         except Exception as exc:
             self._fault(tier.name, "lease", exc, None)
             return token
+        self._heartbeat.hold(key, token, seconds)
+        return token
 
-    def release(self, key: str, token: str) -> None:
-        """Give back a lease taken with `lease`."""
+    def release(self, key: str, token: str, failed: bool = False) -> None:
+        """Give back a lease taken with `lease`. `failed`: the call raised, so the lease is left as a
+        short-lived marker that tells the waiters to run at once instead of taking it in turn."""
+        self._heartbeat.drop(key, token)
         tier = self._arbiter()
         if tier is not None:
             try:
-                tier.release(key, token)  # type: ignore[attr-defined]
+                if failed:
+                    tier.swap(key, token, failed_marker(token), FAILED_FOR)  # type: ignore[attr-defined]
+                else:
+                    tier.release(key, token)  # type: ignore[attr-defined]
             except Exception as exc:
                 self._fault(tier.name, "release", exc, None)
+
+    def _renew(self, key: str, token: str, seconds: float) -> bool:
+        tier = self._arbiter()
+        try:
+            return tier is not None and bool(tier.swap(key, token, token, seconds))  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._fault(tier.name, "lease", exc, None)  # type: ignore[union-attr]
+            return False
 
     def _arbiter(self) -> Tier | None:
         """The tier whose leases every process sharing this cache sees: the lowest that has them."""
@@ -511,6 +535,7 @@ class Cache:
 
     def close(self) -> None:
         """Close every tier (persistent tiers keep their data) and write the savings ledger."""
+        self._heartbeat.clear()
         if self.invalidations is not None:
             self.invalidations.close()
         if self.ledger is not None:

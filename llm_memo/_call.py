@@ -130,7 +130,7 @@ class Engine:
                  version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
                  on_nondeterministic: str = "bypass", intent_arg: str | None = None,
                  track_source: bool = True, default_temperature: float | None = None,
-                 semantic: Any = None, lease: float = 60.0, early_refresh: float = 0.0) -> None:
+                 semantic: Any = None, lease: float = 10.0, early_refresh: float = 0.0) -> None:
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(f"cache= takes an llm_memo.Cache or None (the default cache); got {cache!r}")
         if key is not None and not callable(key):
@@ -314,25 +314,27 @@ class Engine:
             if again is not None:
                 return again
             lifetime = self.lifetime(plan.arguments)
-            token = None
-            if self.lease and lifetime[1] != 0:  # another process may be computing it: wait for its answer
-                token = cache.lease(key, self.lease)
-                if token is None:
-                    again, token = self._wait_for(cache, key)
-                if token is not None:  # a holder may have stored it and let go since our miss
-                    again = again or cache.get_lower(key)
-                if again is not None:
-                    if token is not None:
-                        cache.release(key, token)
-                    return again
-            try:
+            token, failed = None, False
+            try:  # from the lease on, an interruption anywhere still gives the lease back
+                if self.lease and lifetime[1] != 0:  # another process may be computing it: wait for its answer
+                    token = cache.lease(key, self.lease)
+                    if token is None:
+                        again, token = self._wait_for(cache, key)
+                    if token is not None:  # a holder may have stored it and let go since our miss
+                        again = again or cache.get_lower(key)
+                    if again is not None:
+                        return again
                 start = time.perf_counter()
-                value = wrapped(*args, **kwargs)
+                try:
+                    value = wrapped(*args, **kwargs)
+                except Exception:
+                    failed = True
+                    raise
                 self.store(cache, plan, value, time.perf_counter() - start, lifetime)
+                return value
             finally:
                 if token is not None:
-                    cache.release(key, token)
-            return value
+                    cache.release(key, token, failed)
 
         value, led = self.flights.run(key, compute)
         if isinstance(value, Hit):
@@ -422,11 +424,11 @@ class Engine:
                        "still live", self.function, type(exc).__name__, exc)
 
     def _wait_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
-        """Poll for the leaseholder's answer until it appears, the lease is free to take (its
-        holder finished without storing, or died), or `lease` seconds passed: (hit, token)."""
-        deadline = time.monotonic() + self.lease
+        """Poll for the leaseholder's answer until it appears or the lease is ours to take (its
+        holder finished without storing, failed, or died): (hit, token). A live holder renews its
+        lease, so a call longer than `lease` is waited for, never run twice."""
         pause = 0.02
-        while time.monotonic() < deadline:
+        while True:
             time.sleep(pause)
             pause = min(pause * 1.5, 0.25)
             hit = cache.get_lower(key)
@@ -435,13 +437,11 @@ class Engine:
             token = cache.lease(key, self.lease)
             if token is not None:
                 return None, token
-        return None, None
 
     async def _await_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
         """The async twin of _wait_for: the event loop keeps running while it waits."""
-        deadline = time.monotonic() + self.lease
         pause = 0.02
-        while time.monotonic() < deadline:
+        while True:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 0.25)
             hit = await asyncio.to_thread(cache.get_lower, key)
@@ -450,7 +450,6 @@ class Engine:
             token = await _take_lease(cache, key, self.lease)
             if token is not None:
                 return None, token
-        return None, None
 
     def shared_hit(self, value: Any) -> Hit:
         """A caller that waited for another's identical call: it saved that call's tokens and cost."""
@@ -478,7 +477,7 @@ class Engine:
 
         async def compute() -> Any:
             lifetime = self.lifetime(plan.arguments)
-            token = None
+            token, failed = None, False
             try:  # from the lease on, a cancellation anywhere still gives the lease back
                 if self.lease and lifetime[1] != 0:
                     token = await _take_lease(cache, key, self.lease)
@@ -490,13 +489,17 @@ class Engine:
                     if again is not None:
                         return again
                 start = time.perf_counter()
-                value = await wrapped(*args, **kwargs)
+                try:
+                    value = await wrapped(*args, **kwargs)
+                except Exception:
+                    failed = True
+                    raise
                 latency = time.perf_counter() - start
                 await asyncio.to_thread(self.store, cache, plan, value, latency, lifetime)
                 return value
             finally:
                 if token is not None:
-                    await asyncio.to_thread(cache.release, key, token)
+                    await asyncio.to_thread(cache.release, key, token, failed)
 
         value, led = await self.aflights.run(key, compute)
         if isinstance(value, Hit):

@@ -195,7 +195,7 @@ def llm_cache(
     cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
     version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
     on_nondeterministic: str = "bypass", intent_arg: str | None = None, track_source: bool = True,
-    semantic: Any = None, lease: float = 60.0, early_refresh: float = 0.0,
+    semantic: Any = None, lease: float = 10.0, early_refresh: float = 0.0,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
@@ -203,7 +203,7 @@ def llm_cache(func: Any = None, *, policy: Any = None, ttl: Any = None, cache: C
               ignore: Iterable[str] = (), key: Callable[..., Any] | None = None, version: Any = None,
               tags: Sequence[str] = (), namespace: str | None = None, on_nondeterministic: str = "bypass",
               intent_arg: str | None = None, track_source: bool = True, semantic: Any = None,
-              lease: float = 60.0, early_refresh: float = 0.0) -> Any:
+              lease: float = 10.0, early_refresh: float = 0.0) -> Any:
     """Memoize a prompt function (plain, async, generator or async generator; methods too).
 
     policy: "auto" (classify the prompt's intent), a CachePolicy or its name, or a callable
@@ -217,8 +217,9 @@ def llm_cache(func: Any = None, *, policy: Any = None, ttl: Any = None, cache: C
         with temperature > 0. intent_arg: the parameter holding the prompt text.
     track_source: key by a fingerprint of the function's source (edit it: fresh results).
     semantic: an llm_memo.SemanticMatch to serve paraphrases of cached prompts (off by default).
-    lease: seconds one process may hold the computation of a key while other processes (and
-        machines sharing Redis) wait for its answer; 0 turns cross-process single-flight off.
+    lease: seconds a lease on a key's computation lasts unless its holder renews it (it does while
+        it lives), so it bounds how long a holder on another machine that died blocks the others;
+        0 turns cross-process single-flight off.
     early_refresh: for plain and async functions, recompute a hot entry shortly before it
         expires (XFetch's beta: 1.0 is the usual choice, 0 turns it off): one caller runs the
         function while every other keeps being served the stored answer.

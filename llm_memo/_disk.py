@@ -409,6 +409,20 @@ class DiskTier:
         with self._faults() as cache:
             _execute(cache, "DELETE FROM llm_memo_leases WHERE key = ? AND token = ?", (key, token))
 
+    def holder(self, key: str) -> str | None:
+        """The token of the live lease on ``key``, if any."""
+        with self._faults() as cache:
+            row = _execute(cache, "SELECT token FROM llm_memo_leases WHERE key = ? AND until > ?",
+                           (key, self._clock())).fetchone()
+        return None if row is None else row[0]
+
+    def swap(self, key: str, old: str, new: str, seconds: float) -> bool:
+        """Replace the lease ``old`` holds on ``key`` by ``new`` for ``seconds`` (compare and set);
+        swapping a token for itself renews it."""
+        with self._faults() as cache:
+            return _execute(cache, "UPDATE llm_memo_leases SET token = ?, until = ? WHERE key = ? AND token = ?",
+                            (new, self._clock() + seconds, key, old)).rowcount == 1
+
     def invalidate(self, tag: str) -> int:
         """Remove every entry carrying ``tag`` and the tag rows of those entries."""
         tagged = "SELECT key FROM llm_memo_tags WHERE tag = ?"

@@ -45,6 +45,8 @@ _UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 # on the tier's clock, whose now is ARGV[3]. Expired members are pruned, and the index expires
 # with its longest-lived member. Each script touches one key, so both are safe on Cluster.
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_SWAP = ("if redis.call('GET', KEYS[1]) == ARGV[1] then"
+         " return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) and 1 end return 0")
 _INDEX = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -351,6 +353,17 @@ class RedisTier:
         """Give up the lease on ``key`` if ``token`` still holds it (compare and delete)."""
         lkey = f"{self.prefix}:l:{key}"
         self._run(lambda client: client.execute_command("EVAL", _RELEASE, 1, lkey, token))
+
+    def holder(self, key: str) -> str | None:
+        """The token of the live lease on ``key``, if any."""
+        held = self._run(lambda client: client.get(f"{self.prefix}:l:{key}"))
+        return None if held is None else held.decode("utf-8", "replace")
+
+    def swap(self, key: str, old: str, new: str, seconds: float) -> bool:
+        """Replace the lease ``old`` holds on ``key`` by ``new`` for ``seconds`` (compare and set);
+        swapping a token for itself renews it."""
+        lkey, ms = f"{self.prefix}:l:{key}", max(1, math.ceil(seconds * 1000))
+        return bool(self._run(lambda client: client.execute_command("EVAL", _SWAP, 1, lkey, old, new, ms)))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True when a live entry was removed."""

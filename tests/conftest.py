@@ -67,6 +67,7 @@ def _private_default_cache(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("LLM_MEMO_DIR", str(directory))
     monkeypatch.delenv("LLM_MEMO_DISABLE", raising=False)
     monkeypatch.delenv("LLM_MEMO_REDIS_URL", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)  # CLI tables fit a width only where a test asks for one
     llm_memo.configure(directory, enabled=True)
     yield
     # Close this test's default; what stays behind holds no files.

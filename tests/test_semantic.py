@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sqlite3
 import stat
@@ -311,8 +312,9 @@ def test_the_cli_shows_semantic_hits_and_their_prompts(tmp_path: Path) -> None:
         key = ask.cache_key("What is the capital of France?")
 
     def cli(*args: str) -> str:
+        piped = {name: value for name, value in os.environ.items() if name != "COLUMNS"}  # whole, tab-separated
         result = subprocess.run([sys.executable, "-m", "llm_memo", "--dir", str(tmp_path / "c"), *args],
-                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                                capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=piped)
         assert result.returncode == 0, result.stderr
         return result.stdout
 

@@ -26,21 +26,27 @@ _WORKER = textwrap.dedent('''
     runs = sys.argv[2]
     start_at = float(sys.argv[3])
     lease = float(sys.argv[4])
-    hang = sys.argv[5] == "hang"
+    mode = sys.argv[5]
     threads = int(sys.argv[6])
+    body = float(sys.argv[7])
 
     @llm_cache(cache=Cache(sys.argv[1]), ttl=3600, lease=lease)
     def slow(question):
         with open(runs, "a") as f:
-            f.write(f"{os.getpid()}\\n")
-        time.sleep(3600 if hang else 1.0)
+            f.write(f"{os.getpid()}:{time.time()}\\n")
+        time.sleep(3600 if mode == "hang" else body)
+        if mode == "fail":
+            raise RuntimeError("the provider failed")
         return "answer to " + question
 
     answers = []
 
     def ask():
         time.sleep(max(0.0, start_at - time.time()))
-        answers.append(slow("the same question"))
+        try:
+            answers.append(slow("the same question"))
+        except RuntimeError as exc:
+            answers.append(str(exc))
 
     workers = [threading.Thread(target=ask) for _ in range(threads)]
     for worker in workers:
@@ -52,19 +58,26 @@ _WORKER = textwrap.dedent('''
 
 
 def _spawn(tmp_path: Path, n: int, *, lease: float = 30.0, hang: bool = False, delay: float = 1.5,
-           threads: int = 1):
+           threads: int = 1, mode: str = "run", body: float = 1.0, host: str | None = None):
+    """n worker processes asking one question; host: the host name their leases give (another
+    host's holder cannot be probed, only its lease's expiry tells it died)."""
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
     start_at = time.time() + delay
+    env = dict(os.environ, _LLM_MEMO_HOST=host) if host else None
     return [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(tmp_path / "runs"),
-                              str(start_at), str(lease), "hang" if hang else "run", str(threads)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              str(start_at), str(lease), "hang" if hang else mode, str(threads), str(body)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             for _ in range(n)]
 
 
 def _runs(tmp_path: Path) -> list[str]:
     path = tmp_path / "runs"
     return path.read_text().split() if path.exists() else []
+
+
+def _run_starts(tmp_path: Path) -> list[float]:
+    return sorted(float(run.split(":")[1]) for run in _runs(tmp_path))
 
 
 def test_concurrent_processes_compute_a_cold_key_once(tmp_path: Path) -> None:
@@ -155,3 +168,68 @@ def test_leases_are_exclusive_until_released_or_expired(tmp_path: Path) -> None:
         assert cache.lease("k" * 64, 5.0) is None
         cache.release("k" * 64, late)
         assert cache.lease("k" * 64, 5.0) is not None
+
+
+def _wait_for_a_run(tmp_path: Path) -> None:
+    deadline = time.time() + 60
+    while not _runs(tmp_path) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _runs(tmp_path), "the lease holder never started computing"
+
+
+def test_a_killed_holder_on_this_host_is_noticed_at_once(tmp_path: Path) -> None:
+    holder = _spawn(tmp_path, 1, lease=600.0, hang=True, delay=0.0)[0]
+    _wait_for_a_run(tmp_path)
+    waiter = _spawn(tmp_path, 1, lease=600.0, delay=0.0)[0]
+    time.sleep(2.0)  # the waiter is waiting on the holder's 600 s lease
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.communicate(timeout=30)
+    started = time.monotonic()
+    out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert out.strip() == "answer to the same question"
+    assert len(_runs(tmp_path)) == 2
+    assert time.monotonic() - started < 60  # a tenth of the lease: only seeing the holder gone gets here
+
+
+def test_a_dead_holder_on_another_host_loses_its_lease_within_the_lease(tmp_path: Path) -> None:
+    holder = _spawn(tmp_path, 1, lease=3.0, hang=True, delay=0.0, host="another-machine")[0]
+    _wait_for_a_run(tmp_path)
+    time.sleep(3.0)  # the holder lives past its lease: its heartbeat keeps the lease
+    waiter = _spawn(tmp_path, 1, lease=3.0, delay=0.0)[0]
+    time.sleep(3.0)
+    assert len(_runs(tmp_path)) == 1  # still held by the live holder
+    os.kill(holder.pid, signal.SIGKILL)  # it cannot be probed from here: only its lease's expiry tells
+    holder.communicate(timeout=30)
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert out.strip() == "answer to the same question"
+    assert len(_runs(tmp_path)) == 2
+
+
+def test_a_call_longer_than_its_lease_runs_once(tmp_path: Path) -> None:
+    workers = _spawn(tmp_path, 3, lease=1.0, body=4.0)
+    outputs = [w.communicate(timeout=120) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 3, [err for _, err in outputs]
+    assert {out.strip() for out, _ in outputs} == {"answer to the same question"}
+    assert len(_runs(tmp_path)) == 1  # the holder renews its lease while the call runs
+
+
+def test_waiters_on_a_failing_holder_run_together_not_in_turn(tmp_path: Path) -> None:
+    workers = _spawn(tmp_path, 8, mode="fail", body=2.0, delay=2.5)
+    outputs = [w.communicate(timeout=120) for w in workers]
+    assert [out.strip() for out, _ in outputs] == ["the provider failed"] * 8, [err for _, err in outputs]
+    starts = _run_starts(tmp_path)
+    assert len(starts) == 8  # a failure is not stored: every caller gets its own
+    waiters = starts[1:]
+    # In turn, each waiter would start only when the one before it failed, 2 s later.
+    assert waiters[-1] - waiters[0] < 2.0, starts
+    assert waiters[0] - starts[0] >= 2.0  # and none of them before the holder failed
+
+
+def test_the_default_lease_is_short_because_holders_renew_it() -> None:
+    import inspect
+
+    from llm_memo import llm_cache
+
+    assert inspect.signature(llm_cache).parameters["lease"].default == 10.0

@@ -1,0 +1,128 @@
+"""Lease tokens that say who holds a computation, and the heartbeat that keeps live holders' leases.
+
+A token names its holder's host, process id and process start time, so a waiter on the same host
+sees at once that the holder died (SIGKILL, a restarted kernel) instead of waiting out the lease.
+Across hosts a holder cannot be probed: its heartbeat renews the lease while it lives, so leases
+can be short and a dead holder's lease lapses within one lease length.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["FAILED_FOR", "Heartbeat", "failed_marker", "holder_alive", "is_failed", "new_token"]
+
+FAILED_FOR = 5.0  # seconds a failed holder's marker lets waiters run at once instead of in turn
+_FAILED = "failed:"
+
+
+def _host() -> str:
+    return os.environ.get("_LLM_MEMO_HOST") or socket.gethostname()  # the override lets tests play two hosts
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux /proc), "" where that cannot be
+    read, None when no such live process exists (a reaped or zombie process is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _signalable(pid)
+    return None if fields[0] in (b"Z", b"X") else fields[19].decode()
+
+
+def _signalable(pid: int) -> str | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:  # exists, owned by another user
+        pass
+    return ""
+
+
+_me: tuple[int, str] = (0, "")
+
+
+def new_token() -> str:
+    """A token naming this process: host, pid, process start time and a random part."""
+    global _me
+    pid = os.getpid()
+    if _me[0] != pid:  # once per process (a forked child is a new one)
+        _me = (pid, f"{_host()}|{pid}|{_started(pid) or ''}|")
+    return _me[1] + os.urandom(6).hex()
+
+
+def holder_alive(token: str) -> bool:
+    """False only when the token's holder is certainly gone: a process on this host that no longer
+    runs (or whose pid now belongs to a process started later). Other hosts' holders count as live."""
+    parts = token.split("|")
+    if len(parts) != 4 or parts[0] != _host() or not parts[1].isdigit():
+        return True
+    started = _started(int(parts[1]))
+    return started is not None and (not started or not parts[2] or started == parts[2])
+
+
+def failed_marker(token: str) -> str:
+    """What a holder whose call failed leaves in its lease's place for `FAILED_FOR` seconds."""
+    return _FAILED + token
+
+
+def is_failed(token: str) -> bool:
+    return token.startswith(_FAILED)
+
+
+class Heartbeat:
+    """Renews held leases every third of their length from one daemon thread; `renew(key, token,
+    seconds)` returns False when the lease was lost or could not be renewed, which ends its renewal
+    (the lease then lapses: at worst a duplicate call, never a blocked one)."""
+
+    def __init__(self, renew: Callable[[str, str, float], bool]) -> None:
+        self._renew = renew
+        self._held: dict[tuple[str, str], tuple[float, float]] = {}  # (key, token) -> (seconds, due)
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def hold(self, key: str, token: str, seconds: float) -> None:
+        with self._wake:
+            self._held[key, token] = (seconds, time.monotonic() + seconds / 3)
+            if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
+                self._pid = os.getpid()  # a forked child has no thread of its parent's
+                self._thread = threading.Thread(target=self._run, name="llm_memo-lease-heartbeat", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def drop(self, key: str, token: str) -> None:
+        with self._wake:
+            self._held.pop((key, token), None)
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if not self._held:
+                    self._thread = None
+                    return
+                now = time.monotonic()
+                due = [(held, seconds) for held, (seconds, when) in self._held.items() if when <= now]
+                if not due:
+                    self._wake.wait(min(when for _, when in self._held.values()) - now)
+                    continue
+                for held, seconds in due:
+                    self._held[held] = (seconds, now + seconds / 3)
+            for (key, token), seconds in due:
+                if not self._renew(key, token, seconds):
+                    self.drop(key, token)
+
+    def clear(self) -> None:
+        """Stop renewing every lease (the cache is closing)."""
+        with self._wake:
+            self._held.clear()
+            self._wake.notify()
