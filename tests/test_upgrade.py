@@ -1,4 +1,5 @@
-"""A cache directory written by llm_memo 0.1.0 (tests/fixtures/cache-0.1.0) keeps serving after an upgrade."""
+"""Cache directories written by earlier builds keep serving after an upgrade: llm_memo 0.1.0
+(tests/fixtures/cache-0.1.0) and the last flat-package build, envelope format 2 (cache-format2)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,26 @@ import llm_memo
 from llm_memo import Cache
 
 FIXTURE = Path(__file__).parent / "fixtures" / "cache-0.1.0"
+FORMAT2 = Path(__file__).parent / "fixtures" / "cache-format2"
 MANIFEST = json.loads((FIXTURE / "manifest.json").read_text())
+
+
+@pytest.fixture(params=[FIXTURE, FORMAT2], ids=["0.1.0", "format2"])
+def written(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(prompt functions, manifest) on a private copy of a fixture directory as the default cache."""
+    yield from _open(request.param, tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The fixture's prompt functions, on a private copy of the fixture directory as the default cache."""
+    """The fixture's prompt functions, on a private copy of the 0.1.0 directory as the default cache."""
+    for funcs, _ in _open(FIXTURE, tmp_path, monkeypatch):
+        yield funcs
+
+
+def _open(fixture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     directory = tmp_path / "cache"
-    shutil.copytree(FIXTURE, directory)
+    shutil.copytree(fixture, directory)
     for path in (directory, *directory.iterdir()):  # a checkout's modes follow its umask; a cache's are private
         path.chmod(0o700 if path.is_dir() else 0o600)
     monkeypatch.syspath_prepend(str(FIXTURE.parent))
@@ -31,13 +44,15 @@ def legacy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import legacy_funcs
 
     llm_memo.configure(directory)
-    yield legacy_funcs
+    yield legacy_funcs, json.loads((fixture / "manifest.json").read_text())
     sys.modules.pop("legacy_funcs", None)
 
 
-@pytest.mark.parametrize("call", [m for m in MANIFEST if m["function"] != "wrap"], ids=lambda m: m["function"])
-def test_a_decorated_function_hits_what_0_1_0_stored(legacy, call) -> None:
-    fn = getattr(legacy, call["function"])
+@pytest.mark.parametrize("index", [i for i, m in enumerate(MANIFEST) if m["function"] != "wrap"])
+def test_a_decorated_function_hits_what_an_earlier_build_stored(written, index: int) -> None:
+    funcs, manifest = written
+    call = manifest[index]
+    fn = getattr(funcs, call["function"])
     assert fn.cache_key(*call["args"], **call["kwargs"]) == call["key"]  # the key did not move
     value = fn(*call["args"], **call["kwargs"])
     assert repr(value) == call["value"]
@@ -45,8 +60,8 @@ def test_a_decorated_function_hits_what_0_1_0_stored(legacy, call) -> None:
     assert (info.hits, info.misses, info.errors) == (1, 0, 0)
 
 
-def test_a_wrap_entry_written_by_0_1_0_is_read_back(legacy) -> None:
-    (call,) = [m for m in MANIFEST if m["function"] == "wrap"]
+def test_a_wrap_entry_written_by_an_earlier_build_is_read_back(written) -> None:
+    (call,) = [m for m in written[1] if m["function"] == "wrap"]
     entry = llm_memo.default_cache().get_entry(call["key"])
     assert entry is not None
     assert call["value"] in json.dumps(entry.value)
