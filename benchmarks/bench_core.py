@@ -676,7 +676,10 @@ def run_breakdown(root: str, out: Callable[[str], None]) -> dict[str, list[dict[
     """
     import marshal
 
-    from llm_memo import _cache, _canonical, _codec, _guard
+    import llm_memo._logic.canonical as _canonical
+    import llm_memo._logic.codec as _codec
+    import llm_memo._logic.guard as _guard
+    import llm_memo._storage.cache as _cache
 
     cache = llm_memo.Cache(os.path.join(root, "breakdown"))
 

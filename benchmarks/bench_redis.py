@@ -46,7 +46,7 @@ import orjson
 import redis
 
 from llm_memo import Cache
-from llm_memo._redis import RedisTier
+from llm_memo._storage.redis import RedisTier
 
 CONCURRENCY = (1, 4, 16)
 PAYLOAD = {

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from llm_memo import Cache, SemanticMatch, llm_cache, minilm_embedder
-from llm_memo._semantic import _Candidate, _Store, differs
+from llm_memo._semantic.match import _Candidate, _Store, differs
 
 
 def load(directory: Path) -> list[tuple[str, str]]:

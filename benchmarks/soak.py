@@ -32,7 +32,7 @@ passes --disk-cap-gib (4 GiB), saying so.
 
 How a call is classified: each call is timed alone with ``perf_counter_ns`` around the
 decorated call. The tier that served it comes from the engine's ``on_hit`` observer
-(``llm_memo._cache.hooks``), which records ``Hit.tier`` in a thread-local, so each call is
+(``llm_memo._engine.config.hooks``), which records ``Hit.tier`` in a thread-local, so each call is
 classified exactly even with 4 threads (``cache_info()`` deltas would mix the threads, and
 timing buckets would guess). The observer runs inside the timed call and adds about 0.1 µs.
 A call with no hit event is a miss. At the end the per-tier totals are checked against
@@ -71,7 +71,7 @@ from typing import Any
 from _provenance import git_state
 
 import llm_memo
-from llm_memo._cache import hooks
+from llm_memo._engine.config import hooks
 
 MiB = 2**20
 MODEL = "gpt-4o-mini"

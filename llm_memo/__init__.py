@@ -2,31 +2,33 @@
 
 import typing as _typing
 
-from ._cache import Cache, configure, default_cache
-from ._canonical import register_encoder
-from ._decorator import CachedFunction, llm_cache
+from ._adapters.decorator import CachedFunction, llm_cache
+from ._adapters.openai import wrap
+from ._engine.config import configure, default_cache
+from ._engine.config import hooks as _hooks
+from ._engine.warm import WarmReport
 from ._errors import (
     LLMMemoError,
     NonDeterministicCallError,
     NonDeterministicCallWarning,
     UnkeyableArgumentError,
 )
-from ._openai import wrap
-from ._policy import DEFAULT_RULES, CachePolicy, IntentRule, classify_intent
-from ._pricing import register_price
-from ._prompt_cache import mark_cache_control, provider_cache_usage
-from ._records import Entry, Stats
-from ._trust import allow_type
-from ._warm import WarmReport
+from ._logic.canonical import register_encoder
+from ._logic.policy import DEFAULT_RULES, CachePolicy, IntentRule, classify_intent
+from ._logic.pricing import register_price
+from ._logic.prompt_cache import mark_cache_control, provider_cache_usage
+from ._logic.records import Entry, Stats
+from ._logic.trust import allow_type
+from ._storage.cache import Cache
 
 if _typing.TYPE_CHECKING:
-    from ._embedders import minilm_embedder, openai_embedder
-    from ._semantic import SemanticMatch
-    from ._server import LocalServer
+    from ._semantic.embedders import minilm_embedder, openai_embedder
+    from ._semantic.match import SemanticMatch
+    from .testing.server import LocalServer
 
 # Loaded on first use: the server (http.server, email...) and semantic mode are not on the hot path.
-_LAZY = {"LocalServer": "_server", "SemanticMatch": "_semantic", "minilm_embedder": "_embedders",
-         "openai_embedder": "_embedders"}
+_LAZY = {"LocalServer": "testing.server", "SemanticMatch": "_semantic.match",
+         "minilm_embedder": "_semantic.embedders", "openai_embedder": "_semantic.embedders"}
 
 __version__ = "0.1.0"
 
@@ -62,9 +64,22 @@ __all__ = [
 ]
 
 
+def _notebook_badge(function: str, hit: _typing.Any) -> None:
+    """A hit's badge below the notebook cell; the notebook tools load on the first one shown."""
+    import sys
+
+    if "IPython" in sys.modules:  # joblib's check: only where IPython already runs
+        from ._tools.jupyter import show_badge
+
+        show_badge(function, hit)
+
+
+_hooks.notebook_badge = _notebook_badge
+
+
 def load_ipython_extension(ipython: _typing.Any) -> None:
     """`%load_ext llm_memo`: register the %llm_memo magic (IPython loads only here)."""
-    from ._jupyter import load_ipython_extension as load
+    from ._tools.jupyter import load_ipython_extension as load
 
     load(ipython)
 

@@ -1,6 +1,6 @@
 """The canonical encoding: determinism, typing rules, injectivity and hostile arguments.
 
-The rules under test are the ones `llm_memo._canonical` documents: JSON (keys sorted) over a
+The rules under test are the ones `llm_memo._logic.canonical` documents: JSON (keys sorted) over a
 tree in which everything JSON cannot say unambiguously is a tagged node; list and tuple
 encode alike, set and frozenset alike; everything else that differs in type or value
 encodes differently; what cannot be keyed raises `UnkeyableArgumentError`.
@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import llm_memo
 from llm_memo import UnkeyableArgumentError
-from llm_memo._canonical import MAX_DEPTH, encode, encode_arguments, is_plain, to_tree
+from llm_memo._logic.canonical import MAX_DEPTH, encode, encode_arguments, is_plain, to_tree
 
 SETTINGS = settings(max_examples=100, deadline=None)
 
@@ -639,7 +639,7 @@ def test_nesting_100_000_deep_raises_unkeyable_not_recursion_error() -> None:
 NESTING_SCRIPT = """
 import faulthandler
 from llm_memo import UnkeyableArgumentError
-from llm_memo._canonical import encode, encode_arguments
+from llm_memo._logic.canonical import encode, encode_arguments
 
 def nested(make):
     deep = "leaf"

@@ -19,7 +19,7 @@ import pytest
 
 import llm_memo
 from llm_memo import Cache, CachedFunction, NonDeterministicCallWarning, llm_cache
-from llm_memo._server import LocalServer
+from llm_memo.testing.server import LocalServer
 
 METHODS = ("cache_info", "cache_key", "cache_clear", "invalidate", "warm")
 

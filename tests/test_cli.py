@@ -450,7 +450,7 @@ def test_serve_delegates_to_the_local_server(tmp_path: Path) -> None:
 def test_demo_delegates_and_a_missing_demo_is_one_line(tmp_path: Path) -> None:
     result = cli(tmp_path, "demo", "--help")
     assert result.returncode == 0 and "usage: llm-memo demo" in result.stdout
-    code = ("import sys; sys.modules['llm_memo._demo'] = None; from llm_memo._cli import main; "
+    code = ("import sys; sys.modules['llm_memo._tools.demo'] = None; from llm_memo._tools.cli import main; "
             "sys.exit(main(['demo']))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     one_line_error(result, 1, "the demo is not part of this install")
@@ -524,7 +524,7 @@ def test_console_script_and_module_agree(populated: Path) -> None:
 
 
 def test_importing_llm_memo_loads_no_tool() -> None:
-    code = ("import sys, llm_memo; print(sorted(m for m in ('llm_memo._cli', 'llm_memo._jupyter', 'argparse', "
-            "'IPython', 'tqdm', 'llm_memo._server') if m in sys.modules))")
+    code = ("import sys, llm_memo; print(sorted(m for m in ('llm_memo._tools.cli', 'llm_memo._tools.jupyter', 'argparse', "
+            "'IPython', 'tqdm', 'llm_memo.testing.server') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stdout

@@ -24,8 +24,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llm_memo import Cache, llm_cache
-from llm_memo._cli_output import safe, safe_json, shorten
-from llm_memo._codec import FLAG_PLAIN, Header, pack
+from llm_memo._logic.codec import FLAG_PLAIN, Header, pack
+from llm_memo._tools.output import safe, safe_json, shorten
 
 pytestmark = pytest.mark.slow
 HEX = re.compile(r"[0-9a-f]{64}")

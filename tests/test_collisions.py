@@ -24,8 +24,8 @@ from llm_memo import (
     NonDeterministicCallWarning,
     llm_cache,
 )
-from llm_memo._canonical import encode
-from llm_memo._keys import GENERATION_SETTINGS
+from llm_memo._logic.canonical import encode
+from llm_memo._logic.keys import GENERATION_SETTINGS
 
 # ---- pydantic models key all their data --------------------------------------------------------
 
@@ -81,7 +81,7 @@ def test_pydantic_fields_key_by_name_whatever_alias_filled_them() -> None:
 
 def test_private_attributes_and_computed_fields_are_not_keyed() -> None:
     # Private attributes hold clients and caches (often unkeyable); computed fields derive from
-    # the fields, which are keyed. Both are documented in llm_memo._canonical.
+    # the fields, which are keyed. Both are documented in llm_memo._logic.canonical.
     first, second = Derived(text="t"), Derived(text="t")
     first._client, second._client = object(), "another"
     assert encode(first) == encode(second)

@@ -27,7 +27,7 @@ def demo_command(form: str, *args: str) -> list[str]:
     """`python -m llm_memo demo ...` (what the README's `llm-memo demo` runs), or the demo's own main()."""
     if form == "module":
         return [sys.executable, "-m", "llm_memo", "demo", *args]
-    return [sys.executable, "-c", f"from llm_memo._demo import main; raise SystemExit(main({list(args)!r}))"]
+    return [sys.executable, "-c", f"from llm_memo._tools.demo import main; raise SystemExit(main({list(args)!r}))"]
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -98,7 +98,7 @@ def test_demo_second_run_hits_disk_when_the_demo_port_is_busy(tmp_path: Path) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = ("import llm_memo._demo as demo; demo.DEMO_PORT = {port}; "
+        code = ("import llm_memo._tools.demo as demo; demo.DEMO_PORT = {port}; "
                 "raise SystemExit(demo.main(['--dir', {directory!r}, '--latency', '0.05']))")
         command = [sys.executable, "-c", code.format(port=port, directory=directory)]
         first = run(command)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llm_memo._guard import (
+from llm_memo._logic.guard import (
     MAX_DEPTH,
     MODES,
     SETTINGS_NAMES,

@@ -28,7 +28,7 @@ from hypothesis import given
 from test_redis import Server, fresh_prefix, redis_server  # noqa: F401 (the session server fixture)
 
 from llm_memo import Cache, llm_cache
-from llm_memo._codec import CorruptEntry, Header, pack, unpack
+from llm_memo._logic.codec import CorruptEntry, Header, pack, unpack
 
 LOGGER = "llm_memo"
 SECRET = "team-secret-7f3a9c1e5b"

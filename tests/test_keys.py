@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_memo import UnkeyableArgumentError, llm_cache
-from llm_memo._keys import (
+from llm_memo._logic.keys import (
     KEY_FORMAT,
     Binder,
     KeyMaker,
@@ -417,7 +417,7 @@ def test_track_source_false_ignores_body_edits(tmp_path: Path) -> None:
 # a9df1d2), and pasted here as literals. Every persisted cache entry is found by
 # such a key: if one of these tests fails, the change has orphaned every user's cache (each
 # call misses, recomputes and pays again). Do not edit the vectors. If the change is wanted,
-# bump KEY_FORMAT (llm_memo._keys) so old and new keys never meet, and re-pin the vectors
+# bump KEY_FORMAT (llm_memo._logic.keys) so old and new keys never meet, and re-pin the vectors
 # together with that bump. (After joblib's test_hashes_stay_the_same.)
 
 
@@ -538,7 +538,7 @@ def test_key_maker_agrees_with_compute_key() -> None:
 
 STABILITY_SCRIPT = r"""
 import datetime, json, math
-from llm_memo._keys import compute_key
+from llm_memo._logic.keys import compute_key
 
 cases = [
     {"stop": {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"}},

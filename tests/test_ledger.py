@@ -16,7 +16,7 @@ import pytest
 
 import llm_memo
 from llm_memo import Cache, llm_cache
-from llm_memo._stats import LEDGER_FILENAME, Ledger
+from llm_memo._storage.ledger import LEDGER_FILENAME, Ledger
 
 if TYPE_CHECKING:
     from conftest import FakeClock

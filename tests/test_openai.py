@@ -30,8 +30,8 @@ from openai.types.responses import Response, ResponseCompletedEvent, ResponseTex
 from pydantic import BaseModel
 
 import llm_memo
-from llm_memo import _pricing
-from llm_memo._server import LocalServer
+import llm_memo._logic.pricing as _pricing
+from llm_memo.testing.server import LocalServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from llm_memo._policy import (
+from llm_memo._logic.policy import (
     DEFAULT_RULES,
     PROMPT_ARGUMENTS,
     CachePolicy,

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llm_memo import Cache, llm_cache
-from llm_memo._redact import REDACTED, preview, public_url, scrub, secret_name
+from llm_memo._logic.redact import REDACTED, preview, public_url, scrub, secret_name
 
 # Shaped like the real thing: random-looking runs behind each provider's prefix.
 SECRET_VALUES = [

@@ -35,10 +35,10 @@ import test_tiers as contract
 from conftest import FakeClock
 
 from llm_memo import Cache, llm_cache
-from llm_memo._canonical import TAG
-from llm_memo._codec import FLAG_PICKLE, FORMAT, Header, pack
-from llm_memo._redis import RedisTier, RedisUnavailable
-from llm_memo._tier import Tier
+from llm_memo._logic.canonical import TAG
+from llm_memo._logic.codec import FLAG_PICKLE, FORMAT, Header, pack
+from llm_memo._storage.redis import RedisTier, RedisUnavailable
+from llm_memo._storage.tier import Tier
 
 REDIS_SERVER = shutil.which("redis-server")
 LOGGER = "llm_memo"

@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from llm_memo._server import LocalServer
-from llm_memo._server_payloads import _split
+from llm_memo.testing.payloads import _split
+from llm_memo.testing.server import LocalServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -501,7 +501,7 @@ def test_stop_closes_kept_alive_connections() -> None:
 
 @pytest.mark.slow
 def test_main_serves_the_same_answers_from_another_process(client: openai.OpenAI) -> None:
-    code = "import sys; from llm_memo._server import main; sys.exit(main(['--port', '0']))"
+    code = "import sys; from llm_memo.testing.server import main; sys.exit(main(['--port', '0']))"
     with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as process:
         try:
             banner = process.stdout.readline()

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llm_memo._sse import SSEParser, assemble_chat, cacheable, chat_chunks, response_events, to_sse
+from llm_memo._logic.wire import (
+    SSEParser,
+    assemble_chat,
+    cacheable,
+    chat_chunks,
+    response_events,
+    to_sse,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -20,9 +20,9 @@ from conftest import run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llm_memo._disk import DiskTier
-from llm_memo._memory import MemoryTier
-from llm_memo._tier import Tier
+from llm_memo._storage.disk import DiskTier
+from llm_memo._storage.memory import MemoryTier
+from llm_memo._storage.tier import Tier
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -283,7 +283,7 @@ def test_disk_persists_across_processes(tmp_path, clock):
     run_python(
         f"""
         import time
-        from llm_memo._disk import DiskTier
+        from llm_memo._storage.disk import DiskTier
         tier = DiskTier({str(tmp_path)!r})
         tier.set({k(1)!r}, b"from a child", None, tags=["fn:child"])
         tier.set({k(2)!r}, b"for an hour", time.time() + 3600)
@@ -482,7 +482,7 @@ def test_disk_read_only_directory_raises_at_construction(tmp_path, existing, err
         out = run_python(
             """
             import sys
-            from llm_memo._disk import DiskTier
+            from llm_memo._storage.disk import DiskTier
             try:
                 DiskTier(sys.argv[1]).close()
             except Exception as exc:
@@ -501,7 +501,7 @@ def test_disk_full_fails_writes_only_and_heals(tmp_path):
     # RLIMIT_FSIZE makes the kernel refuse to grow files, as a full disk would.
     code = f"""
         import os, resource, signal
-        from llm_memo._disk import DiskTier
+        from llm_memo._storage.disk import DiskTier
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         tier = DiskTier({str(tmp_path)!r})
         tier.set("a" * 64, b"kept", None)
@@ -550,7 +550,7 @@ def test_disk_path_that_is_a_file_raises_at_construction(tmp_path, clock):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_an_interrupt_inside_a_disk_write_rolls_it_back(tmp_path, clock, monkeypatch):
     """Ctrl-C in a notebook lands anywhere, the middle of a write included (RELIABILITY A.2)."""
-    import llm_memo._disk as disk
+    import llm_memo._storage.disk as disk
 
     tier = DiskTier(tmp_path, clock=clock)
     tier.set(k(1), b"old", None, ("t",))

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from llm_memo._codec import UntrustedClass, decode_value
+from llm_memo._logic.codec import UntrustedClass, decode_value
 from tests.conftest import run_python
 
 pytestmark = pytest.mark.timeout(120)
@@ -319,7 +319,7 @@ def test_hostile_class_names_are_refused_without_importing_anything_outside_the_
         if {sdk == "openai imported"}:
             import openai
         import orjson
-        from llm_memo._codec import UntrustedClass, decode_value
+        from llm_memo._logic.codec import UntrustedClass, decode_value
         refused, imported = [], set()
         for path in {_HOSTILE_PATHS!r}:
             before = set(sys.modules)
@@ -382,7 +382,7 @@ def embed(question):
 
 @pytest.fixture(scope="module")
 def server() -> Any:
-    from llm_memo._server import LocalServer
+    from llm_memo.testing.server import LocalServer
 
     with LocalServer() as running:
         yield running
@@ -427,7 +427,7 @@ def test_the_sdks_own_objects_come_back_as_themselves_with_provider_extras(
 # ---- bullet 3 in one process: any return that carries usage ----------------------------------
 
 def _priced(model: str, prompt: int, completion: int) -> float:
-    from llm_memo._pricing import cost_of
+    from llm_memo._logic.pricing import cost_of
 
     return cost_of(model, {"prompt_tokens": prompt, "completion_tokens": completion})
 

@@ -12,7 +12,7 @@ import pytest
 
 import llm_memo
 from llm_memo import Cache, WarmReport, llm_cache
-from llm_memo._warm import Call
+from llm_memo._engine.warm import Call
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import openai
 import pytest
 
 import llm_memo
-from llm_memo._server import LocalServer
+from llm_memo.testing.server import LocalServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,7 +19,8 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from ._cache import Cache, caching_enabled, default_cache
+from .._storage.cache import Cache
+from .config import caching_enabled, default_cache
 
 __all__ = ["Call", "WarmReport", "awarm", "warm"]
 

@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ._cache import Cache
-from ._call import Engine, Plan
-from ._errors import NonDeterministicCallError
-from ._policy import CachePolicy
-from ._redact import public_url
-from ._sse import SSEParser, assemble_chat, cacheable, chat_chunks, response_events, to_sse
+from .._engine.engine import Engine, Plan
+from .._errors import NonDeterministicCallError
+from .._logic.policy import CachePolicy
+from .._logic.redact import public_url
+from .._logic.wire import SSEParser, assemble_chat, cacheable, chat_chunks, response_events, to_sse
+from .._storage.cache import Cache
 
 __all__ = ["KEY_EXCLUDED", "wrap"]
 

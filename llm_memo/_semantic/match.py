@@ -67,8 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._cache import Cache, Hit
-from ._policy import PROMPT_ARGUMENTS
+from .._logic.policy import PROMPT_ARGUMENTS
+from .._storage.cache import Cache, Hit
 
 __all__ = ["STORE_FILENAME", "SemanticMatch", "SemanticSummary", "blank_prompt", "differs", "semantic_hits",
            "semantic_matches", "semantic_summary", "wilson_upper"]
@@ -213,7 +213,7 @@ class _Store:
 
     def __init__(self, path: str) -> None:
         if path != ":memory:":
-            from ._disk import create_private  # diskcache loads only with a disk tier
+            from .._storage.disk import create_private  # diskcache loads only with a disk tier
 
             create_private(path)  # it holds prompts, like the entries themselves
         self.db = sqlite3.connect(path, timeout=5.0, check_same_thread=False, isolation_level=None)
@@ -323,7 +323,7 @@ class SemanticMatch:
     verifier: optional callable (query, candidate prompt) -> score in [0, 1] that replaces the
         cosine of the top candidates. judge: callable (fresh, cached) -> bool (default ==).
     guard: refuse (verify instead) when numbers, negations or capitalised names differ.
-    See the module docstring of llm_memo._semantic for the rule and its bound.
+    See the module docstring of llm_memo._semantic.match for the rule and its bound.
     """
 
     def __init__(self, embedder: Callable[[list[str]], Any], *, max_error: float = 0.02,
@@ -435,7 +435,7 @@ class _Attached:
 
     def scope_of(self, arguments: dict[str, Any], instance: Any) -> tuple[str, str] | None:
         """(scope key, prompt text) of a call, or None when it has no prompt."""
-        from ._policy import extract_prompt
+        from .._logic.policy import extract_prompt
 
         prompt = extract_prompt(arguments, self.engine.intent_arg)
         blanked = blank_prompt(arguments, self.engine.intent_arg) if prompt else None

@@ -18,7 +18,7 @@ from typing import Any
 import diskcache
 from diskcache.core import DBNAME, MODE_RAW, UNKNOWN
 
-from ._tier import check_entry
+from .tier import check_entry
 
 logger = logging.getLogger("llm_memo")
 

@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._cache import Cache, default_directory
-from ._cli_commands import COMMANDS, CommandError, UsageError, check_usage, cmd_warm
-from ._cli_output import Out
-from ._disk_read import has_database
+from .._storage.cache import Cache, default_directory
+from .._storage.disk_read import has_database
+from .commands import COMMANDS, CommandError, UsageError, check_usage, cmd_warm
+from .output import Out
 
 __all__ = ["CommandError", "Out", "UsageError", "build_parser", "main", "run"]
 
@@ -125,14 +125,14 @@ def _delegated(argv: list[str]) -> tuple[str, str | None, list[str]] | None:
 
 def _delegate(command: str, directory: str | None, rest: list[str]) -> int:
     if command == "serve":
-        from ._server import main as serve
+        from ..testing.server import main as serve
 
         return serve(rest)
     try:
-        from ._demo import main as demo
+        from .demo import main as demo
     except ModuleNotFoundError as exc:
-        if exc.name == "llm_memo._demo":
-            raise CommandError("the demo is not part of this install (llm_memo._demo is missing)") from None
+        if exc.name == "llm_memo._tools.demo":
+            raise CommandError("the demo is not part of this install (llm_memo._tools.demo is missing)") from None
         raise CommandError(f"the demo needs {exc.name}: pip install 'llm_memo[demo]'") from None
     if directory and "--dir" not in rest:
         rest = ["--dir", directory, *rest]
@@ -165,7 +165,7 @@ def run(argv: list[str], out: Out, cache: Cache | None = None, only: tuple[str, 
     if args.command == "warm":
         if getattr(args, "dir", None):
             os.environ["LLM_MEMO_DIR"] = args.dir  # for modules that build their cache on import
-            from ._cache import configure
+            from .._engine.config import configure
 
             configure(args.dir)
         return cmd_warm(args, out)

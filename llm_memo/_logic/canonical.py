@@ -45,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import UnkeyableArgumentError
+from .._errors import UnkeyableArgumentError
 
 __all__ = ["MAX_DEPTH", "encode", "encode_arguments", "is_plain", "register_encoder", "to_tree"]
 

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from ._records import Stats
-from ._tier import connect_read_only
+from .._logic.records import Stats
+from .tier import connect_read_only
 
 __all__ = ["LEDGER_FILENAME", "Counters", "Ledger", "LedgerRow"]
 

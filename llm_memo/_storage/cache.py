@@ -9,17 +9,15 @@ chain goes on to the next tier or, in the end, to the real function.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ._codec import (
+from .._logic.codec import (
     FLAG_PICKLE,
     FORMAT,
     CorruptEntry,
@@ -34,22 +32,18 @@ from ._codec import (
     peek,
     unpack,
 )
-from ._lease import FAILED_FOR, Heartbeat, failed_marker, holder_alive, is_failed, new_token
-from ._memory import MemoryTier
-from ._policy import CachePolicy, PolicyCallable, validate_policy
-from ._policy import _choices as policy_choices
-from ._records import Entry, Stats
-from ._stats import Counters, Ledger
-from ._tier import Tier
+from .._logic.records import Entry, Stats
+from .lease import FAILED_FOR, Heartbeat, failed_marker, holder_alive, is_failed, new_token
+from .ledger import Counters, Ledger
+from .memory import MemoryTier
+from .tier import Tier
 
 if TYPE_CHECKING:
-    from ._broadcast import Invalidations
+    from .events import Invalidations
 
 _KEYS_PER_EVENT = 500  # delete_many: keys named by one invalidation event
 
-__all__ = [
-    "Cache", "Hit", "Stored", "caching_enabled", "configure", "default_cache", "default_directory", "hooks",
-]
+__all__ = ["Cache", "Hit", "Stored", "default_directory"]
 
 logger = logging.getLogger("llm_memo")
 
@@ -125,8 +119,8 @@ class Cache:
             self._add_redis(redis_url or os.environ["LLM_MEMO_REDIS_URL"], redis_prefix, read_only)
 
     def _add_disk(self, size_limit: int, read_only: bool) -> None:
-        from ._disk import DiskTier  # diskcache and sqlite3 load only when a disk tier is wanted
-        from ._disk_read import ReadOnlyDiskTier
+        from .disk import DiskTier  # diskcache and sqlite3 load only when a disk tier is wanted
+        from .disk_read import ReadOnlyDiskTier
 
         try:
             self.tiers.append(ReadOnlyDiskTier(self.directory, clock=self.clock) if read_only
@@ -139,12 +133,12 @@ class Cache:
 
     def _add_redis(self, url: str, prefix: str, read_only: bool) -> None:
         try:
-            from ._redis import RedisTier
+            from .redis import RedisTier
         except ImportError as exc:
             raise ImportError(
                 "a Redis tier needs the redis package: pip install 'llm_memo[redis]'"
             ) from exc
-        from ._broadcast import Invalidations
+        from .events import Invalidations
 
         shared = RedisTier(url, prefix=prefix, clock=self.clock)
         if read_only:
@@ -639,81 +633,3 @@ def _secret(secret: object) -> Secret | None:
 def _check_size(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be a whole number of bytes >= 0; got {name}={value!r}")
-
-
-# ---- the process default --------------------------------------------------------------
-
-_default: Cache | None = None
-_default_lock = threading.Lock()
-_enabled = os.environ.get("LLM_MEMO_DISABLE", "").strip().lower() in ("", "0", "false", "no")
-_policy: CachePolicy | PolicyCallable | None = None  # set by configure(policy=...)
-
-
-class Hooks:
-    """Observers the engine calls; each is None when off, so the hot path pays one check."""
-
-    on_hit: Callable[[str, Hit], None] | None = None  # (function name, hit)
-
-
-hooks = Hooks()
-
-
-def _notebook_badge(function: str, hit: Hit) -> None:
-    # The badge belongs to the notebook tools (L5), which storage must not import: they are
-    # found by name, and only when IPython is already running (joblib's sys.modules check).
-    if "IPython" in sys.modules:
-        importlib.import_module("llm_memo._jupyter").show_badge(function, hit)
-
-
-def caching_enabled() -> bool:
-    """False when LLM_MEMO_DISABLE=1 or configure(enabled=False) turned caching off."""
-    return _enabled
-
-
-def default_policy() -> CachePolicy | PolicyCallable:
-    """The policy of calls whose function names none: configure(policy=...), else the
-    LLM_MEMO_POLICY environment variable, else "auto" (the intent rules). Read at each call."""
-    if _policy is not None:
-        return _policy
-    value = os.environ.get("LLM_MEMO_POLICY", "").strip()
-    try:
-        return validate_policy(value or "auto")
-    except ValueError:
-        raise ValueError(f"LLM_MEMO_POLICY={value!r} is not a cache policy; set it to one of "
-                         f"{policy_choices('auto')}, or unset it") from None
-
-
-def default_cache() -> Cache:
-    """The cache used when a decorator names none (created on first use)."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = Cache()
-    return _default
-
-
-def configure(directory: str | os.PathLike[str] | None = None, *, enabled: bool | None = None,
-              notebook_badges: bool | None = None, policy: CachePolicy | str | PolicyCallable | None = None,
-              **options: Any) -> Cache:
-    """Set process-wide settings; with a directory or Cache options, replace the default cache.
-
-    enabled=False turns caching off. notebook_badges=True: under IPython, a cached hit shows a
-    small "cached" note below the cell. policy: what functions and wrapped clients that pass no
-    policy= use, from their next call on ("forever": kept until cleared; default "auto", or
-    LLM_MEMO_POLICY). Called with switches alone, the default cache is kept.
-    """
-    global _default, _enabled, _policy
-    if policy is not None:
-        _policy = validate_policy(policy)
-    if notebook_badges is not None:
-        hooks.on_hit = _notebook_badge if notebook_badges else None
-    if enabled is not None:
-        _enabled = bool(enabled)
-    if directory is None and not options:
-        return default_cache()
-    with _default_lock:
-        old, _default = _default, Cache(directory, **options)
-    if old is not None:
-        old.close()
-    return _default

@@ -40,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from ._tier import Tier
+from .tier import Tier
 
 __all__ = ["Invalidations"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ._canonical import is_plain
+from .._logic.canonical import is_plain
 
 __all__ = ["arecord", "areplay", "record", "replay", "snapshot"]
 

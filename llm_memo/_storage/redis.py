@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError
 from redis.retry import Retry
 
-from ._tier import check_entry
+from .tier import check_entry
 
 __all__ = ["RedisTier", "RedisUnavailable"]
 
@@ -436,7 +436,7 @@ class RedisTier:
 
         return iter(self._run(op))
 
-    # ---- the event stream (llm_memo._broadcast) -------------------------------------------
+    # ---- the event stream (llm_memo._storage.events) -------------------------------------------
 
     def publish(self, event: dict[bytes, bytes]) -> bytes:
         """Append ``event`` to ``{prefix}:events``, a stream of the newest _EVENTS_KEPT; return its id."""

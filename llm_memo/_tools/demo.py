@@ -16,9 +16,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ._cache import Cache, default_directory
-from ._errors import NonDeterministicCallWarning
-from ._openai import wrap
+from .._adapters.openai import wrap
+from .._errors import NonDeterministicCallWarning
+from .._storage.cache import Cache, default_directory
 
 __all__ = ["main"]
 
@@ -98,7 +98,7 @@ def _client(live: bool, server_url: str | None) -> _Target:
 def _server(latency: float) -> Any:
     """The local server on the first free port of a fixed range: the endpoint is part of every
     key, so a second run must find the same address to be served from the disk tier."""
-    from ._server import LocalServer
+    from ..testing.server import LocalServer
 
     for port in range(DEMO_PORT, DEMO_PORT + 20):
         try:

@@ -15,10 +15,10 @@ from typing import IO, Any
 
 import orjson
 
-from ._cache import Stored
-from ._codec import FLAG_PLAIN, CorruptEntry, UntrustedClass, decode_value
-from ._records import Stats
-from ._semantic import SemanticSummary
+from .._logic.codec import FLAG_PLAIN, CorruptEntry, UntrustedClass, decode_value
+from .._logic.records import Stats
+from .._semantic.match import SemanticSummary
+from .._storage.cache import Stored
 
 __all__ = ["Out", "byte_size", "call_preview", "safe", "safe_json", "semantic_fields", "semantic_rows", "shorten",
            "stats_fields", "stats_rows", "timestamp", "user_tags", "value_text", "width"]

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from cachetools import Cache, TLRUCache
 
-from ._tier import check_entry
+from .tier import check_entry
 
 
 class _Entry(NamedTuple):

@@ -18,8 +18,9 @@ import threading
 from collections.abc import Collection
 from typing import Any
 
-from ._cache import Hit, default_cache
-from ._cli import CommandError, Out, UsageError, build_parser, run
+from .._engine.config import default_cache
+from .._storage.cache import Hit
+from .cli import CommandError, Out, UsageError, build_parser, run
 
 __all__ = ["load_ipython_extension", "show_badge"]
 

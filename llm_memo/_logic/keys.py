@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from ._canonical import encode_arguments, to_tree
+from .canonical import encode_arguments, to_tree
 
 __all__ = ["GENERATION_SETTINGS", "KEY_FORMAT", "Binder", "KeyMaker", "compute_key", "is_sdk_client",
            "source_fingerprint"]

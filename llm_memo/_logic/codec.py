@@ -40,8 +40,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ._canonical import TAG, is_plain
-from ._trust import UntrustedClass, produced, sdk_base, trusted
+from .canonical import TAG, is_plain
+from .trust import UntrustedClass, produced, sdk_base, trusted
 
 __all__ = [
     "FLAG_PICKLE", "FLAG_PLAIN", "FLAG_SIGNED", "FORMAT", "CorruptEntry", "ForeignEntry", "Header",

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 import wrapt
 
-from ._cache import Cache
-from ._call import Engine
-from ._policy import CachePolicy
-from ._records import Stats
-from ._warm import WarmReport, awarm, warm
+from .._engine.engine import Engine
+from .._engine.warm import WarmReport, awarm, warm
+from .._logic.policy import CachePolicy
+from .._logic.records import Stats
+from .._storage.cache import Cache
 
 __all__ = ["CachedFunction", "llm_cache"]
 

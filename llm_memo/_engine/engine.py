@@ -18,12 +18,10 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from ._cache import Cache, Hit, caching_enabled, default_cache, default_policy, hooks
-from ._errors import NonDeterministicCallError, NonDeterministicCallWarning
-from ._flight import AsyncFlights, Flights
-from ._guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
-from ._keys import KeyMaker
-from ._policy import (
+from .._errors import NonDeterministicCallError, NonDeterministicCallWarning
+from .._logic.guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
+from .._logic.keys import KeyMaker
+from .._logic.policy import (
     CachePolicy,
     PolicyCallable,
     extract_prompt,
@@ -31,12 +29,15 @@ from ._policy import (
     validate_policy,
     validate_ttl,
 )
-from ._pricing import savings_of
-from ._records import Stats
-from ._redact import preview
-from ._stats import Counters
-from ._streams import arecord, areplay, record, replay
-from ._trust import allow_returned
+from .._logic.pricing import savings_of
+from .._logic.records import Stats
+from .._logic.redact import preview
+from .._logic.trust import allow_returned
+from .._storage.cache import Cache, Hit
+from .._storage.ledger import Counters
+from .config import caching_enabled, default_cache, default_policy, hooks
+from .flight import AsyncFlights, Flights
+from .streams import arecord, areplay, record, replay
 
 __all__ = ["Engine", "Plan"]
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from ._cache import Stored
-from ._canonical import TAG
-from ._codec import FLAG_PLAIN, CorruptEntry, Header, decode_value
-from ._redact import preview
+from .._logic.canonical import TAG
+from .._logic.codec import FLAG_PLAIN, CorruptEntry, Header, decode_value
+from .._logic.redact import preview
+from .._storage.cache import Stored
 
 __all__ = ["EXPORT_VERSION", "export_record", "parse_record"]
 

@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._server_payloads import (
+from .payloads import (
     PROVIDER,
     BadRequest,
     Turn,

@@ -15,8 +15,11 @@ from typing import Any
 
 import orjson
 
-from ._cache import Cache, Stored, caching_enabled
-from ._cli_output import (
+from .._engine.config import caching_enabled
+from .._logic.codec import FLAG_PICKLE
+from .._semantic.match import semantic_hits, semantic_matches, semantic_summary
+from .._storage.cache import Cache, Stored
+from .output import (
     Out,
     byte_size,
     call_preview,
@@ -28,9 +31,7 @@ from ._cli_output import (
     user_tags,
     value_text,
 )
-from ._codec import FLAG_PICKLE
-from ._portable import export_record, parse_record
-from ._semantic import semantic_hits, semantic_matches, semantic_summary
+from .portable import export_record, parse_record
 
 __all__ = [
     "COMMANDS", "CommandError", "UsageError", "check_usage", "cmd_clear", "cmd_export", "cmd_import", "cmd_ls", "cmd_show",
@@ -287,7 +288,7 @@ def cmd_import(cache: Cache, args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_warm(args: argparse.Namespace, out: Out) -> int:
-    from ._warm import Call
+    from .._engine.warm import Call
 
     fn = _load_function(args.function)
     try:

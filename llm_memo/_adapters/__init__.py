@@ -1,0 +1,1 @@
+"""Front-ends: the decorator and the openai client wrapper, on the engine's adapter API."""

@@ -1,0 +1,1 @@
+"""Semantic mode: serve paraphrases of cached prompts within a measured error bound."""

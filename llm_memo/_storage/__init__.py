@@ -1,0 +1,1 @@
+"""Storage: the tiers, their chain (Cache), leases, events and the savings ledger."""

@@ -1,0 +1,1 @@
+"""Tools: the CLI, the notebook magic, export/import and the demo."""
