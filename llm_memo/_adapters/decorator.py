@@ -42,12 +42,8 @@ class CachedFunction(Generic[P, R]):
 
     def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The 64-hex key this call would use; nothing is called or stored."""
-        engine = self._self_engine
         instance, args = self._split(args)
-        arguments = engine.keys.binder.bind(args if instance is None else (instance, *args), kwargs)
-        keyed = ({"\x00key": engine.key_function(*args, **kwargs)} if engine.key_function is not None
-                 else engine.keys.keyed_arguments(arguments, instance))
-        return engine.keys.key(keyed)
+        return self._self_engine.key_of(args, kwargs, instance)
 
     def cache_info(self) -> Stats:
         """This function's hits, misses, bypasses and errors in this process."""
@@ -80,7 +76,7 @@ class CachedFunction(Generic[P, R]):
     @property
     def __llm_memo_tag__(self) -> str:
         """The tag on every entry of this function (namespace included), for Cache.invalidate."""
-        return self._self_engine.tags[0]
+        return self._self_engine.tag
 
     @property
     def cache_function_name(self) -> str:

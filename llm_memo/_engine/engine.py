@@ -1,54 +1,72 @@
-"""The engine: decide what a call means for the cache, then drive it.
+"""The engine: one call path for every front-end.
 
-`Engine.plan` is the one place where a call becomes a key, a guard verdict and (on a
-miss) a lifetime. The four drivers - plain, async, generator and async generator -
-are thin shells over it, picked once when a function is decorated.
+A front-end (the decorator, the openai transport, a framework adapter) uses four methods and
+their async twins, and nothing else:
+
+    look = engine.lookup(args, kwargs)      # plan, key once, read each tier once
+    if look.hit: value = engine.serve(look) # count the hit, hand back the stored value
+    value = engine.run(look, compute)       # single-flight, lease, compute, store, count
+    chunks = engine.stream(look, open)      # the same for a stream, shared chunk by chunk
+
+`look.plan` is None when the call runs uncached (caching off, or the guard bypassed it); `run`
+then just calls `compute`. The flow behind `run` is written once (see flow.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+import itertools
 import logging
 import math
-import os
-import sys
+import random
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
-from .._errors import NonDeterministicCallError, NonDeterministicCallWarning
-from .._logic.guard import Verdict, decide, find_temperature, is_nondeterministic, validate_mode
-from .._logic.keys import KeyMaker
-from .._logic.policy import (
-    CachePolicy,
-    PolicyCallable,
-    extract_prompt,
-    resolve_lifetime,
-    validate_policy,
-    validate_ttl,
-)
 from .._logic.pricing import savings_of
 from .._logic.records import Stats
-from .._logic.redact import preview
-from .._logic.trust import allow_returned
 from .._storage.cache import Cache, Hit
-from .._storage.ledger import Counters
-from .config import caching_enabled, default_cache, default_policy, hooks
+from .config import caching_enabled, default_cache
 from .flight import AsyncFlights, Flights
-from .streams import arecord, areplay, record, replay
+from .flow import BODY, Flow, adrive, drive, io, lease, sleep
+from .options import CallOptions, current_options
+from .plan import Plan, Planner
+from .stats import Accounts
+from .streams import AsyncSharedStream, SharedStream, StreamFlights, areplay, replay
 
-__all__ = ["Engine", "Plan"]
+__all__ = ["Engine", "Lookup", "Plan"]
 
 logger = logging.getLogger("llm_memo")
-_DEBUG = logging.DEBUG
+Final = Callable[[list[Any]], Any] | None
 
 
-def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
-    """The call's `model` argument when it is a str (what the savings ledger groups by)."""
-    model = arguments.get("model") if arguments is not None else None
-    return model if isinstance(model, str) else None
+class Lookup:
+    """What `lookup` found for one call: the plan, the hit (if any) and the call's controls."""
+
+    __slots__ = ("body", "cache", "compute", "hit", "mark", "options", "plan", "refresh", "tier")
+
+    def __init__(self, cache: Cache | None, plan: Plan | None, options: CallOptions, mark: int = 0) -> None:
+        self.cache, self.plan, self.options, self.mark = cache, plan, options, mark
+        self.hit: Hit | None = None
+        self.refresh = False  # the hit is due for an early refresh, and this caller does it
+        self.tier: str | None = None  # where the answer came from; None: computed by this call
+        self.compute: Callable[..., Any] | None = None  # what runs instead of the body (semantic mode learns)
+        self.body: Callable[[], Any] = _nothing  # the body `run` was given
+
+    @property
+    def key(self) -> str:
+        return self.plan.key or "" if self.plan is not None else ""
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _aiter(source: Any) -> Any:
+    """An async iterable, from one or from an awaitable of one."""
+    return await source if inspect.isawaitable(source) else source
 
 
 def _renewed(found: Hit | None, hit: Hit) -> Hit | None:
@@ -59,121 +77,61 @@ def _renewed(found: Hit | None, hit: Hit) -> Hit | None:
     return found
 
 
-async def _take_lease(cache: Cache, key: str, seconds: float) -> str | None:
-    """`cache.lease` in a worker thread. The thread runs on if the task is cancelled meanwhile (or
-    its loop closes); whichever side finds the other gone gives the lease back, in a thread, so a
-    cancelled caller never holds a key for `seconds`."""
-    guard = threading.Lock()
-    state: dict[str, Any] = {"abandoned": False, "token": None}
-
-    def take() -> str | None:
-        token = cache.lease(key, seconds)
-        with guard:
-            if state["abandoned"]:
-                if token is not None:
-                    cache.release(key, token)
-                return None
-            state["token"] = token
-        return token
-
-    try:
-        return await asyncio.to_thread(take)
-    except asyncio.CancelledError:
-        with guard:
-            state["abandoned"] = True
-            token = state["token"]
-        if token is not None:  # taken just before the cancellation landed
-            threading.Thread(target=cache.release, args=(key, token), daemon=True).start()
-        raise
-
-
-class Plan(NamedTuple):
-    """What one call means for the cache. key is None for a call that bypasses it; started is
-    the perf_counter() reading when planning began (the DEBUG log reports lookup time from it)."""
-
-    key: str | None
-    arguments: dict[str, Any]
-    started: float
-
-
-_LIBRARIES = ("llm_memo", "openai", "httpx", "httpx2", "wrapt", "asyncio")  # between the user and the warning
-
-
-def _stacklevel_of_caller() -> int:
-    """The `stacklevel` of the first frame outside llm_memo and the libraries it sits in.
-
-    A warning then points at the user's line, however deep the SDK, the HTTP client and the
-    sync/async/generator drivers nest the call (skip_file_prefixes does this from 3.12 on).
-    """
-    prefixes = tuple(os.path.dirname(module.__file__) + os.sep for name in _LIBRARIES
-                     if (module := sys.modules.get(name)) is not None and module.__file__)
-    frame, level = sys._getframe(2), 2  # the caller of the function that calls warnings.warn
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(prefixes):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-def _own_policy(policy: Any) -> CachePolicy | PolicyCallable | None:
-    """A function's own policy=, checked; None: the process default, read at each call (so
-    configure(policy=...) after decorating applies), checked now that a bad LLM_MEMO_POLICY
-    fails at decoration rather than after a call was paid for."""
-    if policy is None:
-        default_policy()
-        return None
-    return validate_policy(policy)
+def _seconds(name: str, value: object, hint: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"{name} must be {hint}; got {name}={value!r}")
+    return float(value)
 
 
 class Engine:
-    """Per-function state: how to key, guard and time-limit its calls, and its counters."""
+    """One function's (or one endpoint's) cache: its planner, counters, flights and settings."""
 
-    def __init__(self, func: Callable[..., Any], *, policy: Any = None, ttl: Any = None,
-                 cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
-                 version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
-                 on_nondeterministic: str = "bypass", intent_arg: str | None = None,
-                 track_source: bool = True, default_temperature: float | None = None,
-                 semantic: Any = None, lease: float = 10.0, early_refresh: float = 0.0) -> None:
+    def __init__(self, func: Callable[..., Any], *, cache: Cache | None = None, semantic: Any = None,
+                 lease: float = 10.0, early_refresh: float = 0.0, **planning: Any) -> None:
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(f"cache= takes an llm_memo.Cache or None (the default cache); got {cache!r}")
-        if key is not None and not callable(key):
-            raise TypeError(f"key= takes a callable returning a keyable value; got {key!r}")
-        if namespace is not None and not isinstance(namespace, str):
-            raise TypeError(f"namespace= takes a str; got namespace={namespace!r}")
-        if isinstance(tags, str) or not all(isinstance(t, str) for t in tags):
-            raise TypeError(f"tags= takes a list of str; got tags={tags!r}")
-        self.policy = _own_policy(policy)
-        self.ttl = validate_ttl(ttl)
-        self.mode = validate_mode(on_nondeterministic)
-        self.keys = KeyMaker(func, ignore=ignore, version=version, namespace=namespace, track_source=track_source)
-        if intent_arg is not None and intent_arg not in self.keys.signature.parameters:
-            raise ValueError(f"intent_arg={intent_arg!r} is not a parameter; its parameters are "
-                             f"{list(self.keys.signature.parameters)!r}")
+        self.planner = Planner(func, **planning)
         self.cache = cache
-        self.key_function = key
-        self.intent_arg = intent_arg
-        self.default_temperature = default_temperature
-        self.function = self.keys.function
-        scope = f"{namespace}/" if namespace else ""  # invalidating one tenant's function spares the others
-        self.tags = (f"fn:{scope}{self.function}", *tags)
-        allow_returned(func)  # what the function is declared to return may be rebuilt from the cache
-        self.counters = Counters()
+        self.function = self.planner.function
+        self.accounts = Accounts(self.function)
+        self.lease = _seconds("lease", lease, "seconds >= 0 (0 turns cross-process single-flight off)")
+        self.early_refresh = _seconds("early_refresh", early_refresh,
+                                      "a number >= 0 (XFetch's beta: 1.0 is usual, 0 turns it off)")
         self.flights = Flights()
         self.aflights = AsyncFlights()
-        self._warned = False
-        self.shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # arguments as metadata shows them
-        # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
-        self.semantic = semantic.attach(self) if semantic is not None else None
-        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not 0 <= lease < float("inf"):
-            raise ValueError(f"lease must be seconds >= 0 (0 turns cross-process single-flight off); got lease={lease!r}")
-        self.lease = float(lease)
-        if isinstance(early_refresh, bool) or not isinstance(early_refresh, (int, float)) \
-                or not 0 <= early_refresh < float("inf"):
-            raise ValueError("early_refresh must be a number >= 0 (XFetch's beta: 1.0 is usual, 0 turns it off); "
-                             f"got early_refresh={early_refresh!r}")
-        self.early_refresh = float(early_refresh)
+        self.streams = StreamFlights()
+        self._generations = itertools.count(1)
+        self._stored = 0  # changes whenever this engine stores: a miss then checks memory again
         self._refreshing: set[str] = set()  # keys this process is refreshing early
         self._refreshing_lock = threading.Lock()
+        # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
+        self.semantic = semantic.attach(self) if semantic is not None else None
 
-    # ---- decisions ---------------------------------------------------------------------
+    # ---- what semantic mode and the front-ends read -----------------------------------------
+
+    @property
+    def keys(self) -> Any:
+        return self.planner.keys
+
+    @property
+    def key_function(self) -> Callable[..., Any] | None:
+        return self.planner.key_function
+
+    @property
+    def intent_arg(self) -> str | None:
+        return self.planner.intent_arg
+
+    @property
+    def counters(self) -> Any:
+        return self.accounts.counters
+
+    @property
+    def tag(self) -> str:
+        """The tag every entry of this function carries."""
+        return self.planner.tags[0]
+
+    def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
+        return self.planner.lifetime(arguments)
 
     def current_cache(self) -> Cache | None:
         """The cache to use now, or None when caching is turned off."""
@@ -181,179 +139,327 @@ class Engine:
             return None
         return self.cache if self.cache is not None else default_cache()
 
-    def plan(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Plan:
-        """Bind, guard and key one call; raises before the body runs for caller mistakes."""
-        started = time.perf_counter()
-        full = args if instance is None else (instance, *args)  # wrapt hands methods their instance apart
-        arguments = self.keys.binder.bind(full, kwargs)
-        temperature = find_temperature(arguments, self.keys.var_keyword)
-        if temperature is not None or self.default_temperature is not None:
-            verdict = decide(self.mode, is_nondeterministic(temperature, default=self.default_temperature))
-            if verdict is Verdict.RAISE:
-                raise NonDeterministicCallError(self.function, temperature)
-            if verdict is Verdict.BYPASS:
-                self._warn_bypass(temperature)
-                return Plan(None, arguments, started)
-        if self.key_function is not None:
-            keyed = {"\x00key": self.key_function(*args, **kwargs)}
-        else:
-            keyed = self.keys.keyed_arguments(arguments, instance)
-        return Plan(self.keys.key(keyed), arguments, started)
-
-    def _warn_bypass(self, temperature: Any) -> None:
-        if not self._warned:
-            self._warned = True
-            called = (f"with temperature={temperature!r}" if temperature is not None
-                      else "with temperature not set (the provider samples at its default)")
-            warnings.warn(
-                f"{self.function}() was called {called}: its answers vary, so llm_memo calls it "
-                "uncached. Pass temperature=0 to cache it, or choose on_nondeterministic='cache' "
-                "(record one sample) or 'raise'.",
-                NonDeterministicCallWarning, stacklevel=_stacklevel_of_caller(),
-            )
-
-    def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
-        """(policy used, seconds to keep; 0 stores nothing, None never expires)."""
-        prompt = extract_prompt(arguments, self.intent_arg)
-        return resolve_lifetime(default_policy() if self.policy is None else self.policy, self.ttl, prompt)
-
-    def metadata(self, arguments: dict[str, Any], policy: Any) -> dict[str, Any]:
-        """What an entry records about the call that produced it (secrets redacted)."""
-        model = arguments.get("model")
-        shown = self.shown(arguments) if self.shown is not None else arguments
-        return {
-            "function": self.function,
-            "policy": getattr(policy, "value", None),
-            "model": model if isinstance(model, str) else None,
-            "args": {k: preview(v, name=k) for k, v in shown.items() if k not in ("self", "cls")},
-        }
-
-    def entry_tags(self, arguments: dict[str, Any]) -> tuple[str, ...]:
-        """The function tag, a model tag when the call names a model, and the user's tags."""
-        model = arguments.get("model")
-        return (*self.tags, f"model:{model}") if isinstance(model, str) else self.tags
-
-    # ---- bookkeeping -------------------------------------------------------------------
-
-    def count_hit(self, cache: Cache, hit: Hit, plan: Plan) -> None:
-        self.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
-        cache.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
-        if cache.ledger is not None:
-            cache.ledger.hit(self.function, _model_of(plan.arguments), hit.tier, hit.latency, hit.tokens, hit.cost)
-        if hooks.on_hit is not None:
-            hooks.on_hit(self.function, hit)
-        if logger.isEnabledFor(_DEBUG):
-            logger.debug("hit %s key=%s tier=%s lookup=%.0fus saved=%.3fs", self.function, (plan.key or "")[:12],
-                         hit.tier, (time.perf_counter() - plan.started) * 1e6, hit.latency)
-
-    def count_bypass(self, cache: Cache | None, why: str, arguments: Mapping[str, Any] | None = None,
-                     key: str | None = None) -> None:
-        self.counters.bypass()
-        if cache is not None:
-            cache.counters.bypass()
-            if cache.ledger is not None:
-                cache.ledger.bypass(self.function, _model_of(arguments))
-        if logger.isEnabledFor(_DEBUG):
-            logger.debug("bypass %s key=%s (%s)", self.function, key[:12] if key else "-", why)
-
-    def store(self, cache: Cache, plan: Plan, value: Any, latency: float, lifetime: tuple[Any, float | None]) -> None:
-        """Count the miss and store its result unless the policy says keep nothing."""
-        policy, seconds = lifetime
-        key = plan.key
-        assert key is not None
-        if seconds == 0:
-            self.count_bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing", plan.arguments, key)
-            return
-        self.counters.miss()
-        cache.counters.miss()
-        if cache.ledger is not None:
-            cache.ledger.miss(self.function, _model_of(plan.arguments))
-        tokens, cost = savings_of(value)
-        stored = cache.set(key, value, lifetime=seconds, tags=self.entry_tags(plan.arguments),
-                           metadata=self.metadata(plan.arguments, policy), latency=latency, tokens=tokens,
-                           cost=cost, stats=self.counters)
-        if logger.isEnabledFor(_DEBUG):
-            logger.debug("miss %s key=%s latency=%.3fs ttl=%s stored=%s", self.function, key[:12], latency, seconds,
-                         "+".join(tier.name for tier in cache.tiers) if stored else "nothing")
+    def key_of(self, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any = None) -> str:
+        """The key a call would use; nothing is called or stored."""
+        return self.planner.key_of(instance, args, kwargs)
 
     def stats(self) -> Stats:
-        return self.counters.snapshot()
+        return self.accounts.snapshot()
 
-    # ---- drivers -----------------------------------------------------------------------
+    # ---- the adapter API -------------------------------------------------------------------
 
-    def begin(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Cache, Plan, str] | None:
-        """(cache, plan, key) of a call, or None when it runs uncached (caching off, or bypassed)."""
-        cache = self.current_cache()
-        if cache is None:
-            return None
-        plan = self.plan(instance, args, kwargs)
-        if plan.key is None:
-            self.count_bypass(cache, "non-deterministic", plan.arguments)
-            return None
-        return cache, plan, plan.key
+    def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise what planning this call would raise (the guard's "raise" mode), before anything is sent."""
+        self.planner.plan(None, args, kwargs)
+
+    def lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any = None, *,
+               options: CallOptions | None = None, stream: bool = False, bypass: str | None = None) -> Lookup:
+        """Plan a call and read the cache for it: each tier once, the key computed once. `bypass`: the
+        front-end's reason to run this call uncached (counted as a bypass)."""
+        if bypass is not None:
+            return self._bypass(bypass, kwargs)
+        look = self._start(instance, args, kwargs, options, stream)
+        if look.plan is not None and look.hit is None and look.options.read:
+            drive(self._read_lower(look, instance, stream, False))
+        return look
+
+    async def alookup(self, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any = None, *,
+                      options: CallOptions | None = None, stream: bool = False, bypass: str | None = None) -> Lookup:
+        """`lookup` for async callers: disk and Redis are read in a worker thread."""
+        if bypass is not None:
+            return self._bypass(bypass, kwargs)
+        look = self._start(instance, args, kwargs, options, stream)
+        if look.plan is not None and look.hit is None and look.options.read:
+            await adrive(self._read_lower(look, instance, stream, True))
+        return look
+
+    def serve(self, look: Lookup) -> Any:
+        """Count the hit `look` found and return its value."""
+        hit = look.hit
+        assert hit is not None and look.cache is not None and look.plan is not None
+        self.accounts.hit(look.cache, hit, look.plan)
+        look.tier = hit.tier
+        return hit.value
+
+    def run(self, look: Lookup, compute: Callable[[], Any]) -> Any:
+        """The answer to a looked-up call: served, or computed once however many ask at once."""
+        if look.plan is None:
+            return compute()
+        if look.hit is not None:
+            return drive(self._refresh(look), compute) if look.refresh else self.serve(look)
+        look.body = compute
+        value, led = self.flights.run(look.key, lambda: drive(self._miss(look), look.compute or compute))
+        return self._settle(look, value, led)
+
+    async def arun(self, look: Lookup, compute: Callable[[], Awaitable[Any]]) -> Any:
+        """`run` for async callers."""
+        if look.plan is None:
+            return await compute()
+        if look.hit is not None:
+            return await adrive(self._refresh(look), compute) if look.refresh else self.serve(look)
+        look.body = compute
+        value, led = await self.aflights.run(look.key, lambda: adrive(self._miss(look), look.compute or compute))
+        return self._settle(look, value, led)
+
+    def stream(self, look: Lookup, open_stream: Callable[[], Iterable[Any]], *, final: Final = None,
+               finished: Callable[[Any], bool] | None = None,
+               replay_of: Callable[[Any], Iterable[Any]] = replay) -> Iterator[Any]:
+        """The chunks of a looked-up streaming call. On a hit, `replay_of(stored value)`. On a miss,
+        one source opened once and shared chunk by chunk with identical calls made meanwhile;
+        `final(chunks)` is what to store (default: the chunks; None: nothing), once the source
+        ends or `finished(chunk)` says the answer is whole."""
+        if look.plan is None:
+            return iter(open_stream())
+        if look.hit is not None:
+            return iter(replay_of(self.serve(look)))
+
+        def lead() -> Any:
+            found, token = drive(self._claim(look))
+            if found is not None:
+                return iter(replay_of(self._found(look, found)))
+            complete, ended = self._ending(look, token, final)
+            try:
+                source = open_stream()
+            except BaseException:
+                ended(True)
+                raise
+            return SharedStream(source, complete, ended, finished)
+
+        return self.streams.join(look.key, lead, lambda: self._follow(look))
+
+    async def astream(self, look: Lookup, open_stream: Callable[[], Any], *, final: Final = None,
+                      finished: Callable[[Any], bool] | None = None,
+                      replay_of: Callable[[Any], Iterable[Any]] = replay) -> AsyncIterator[Any]:
+        """`stream` for async sources; `open_stream()` returns an async iterable, or an awaitable of one."""
+        if look.plan is None:
+            return await _aiter(open_stream())
+        if look.hit is not None:
+            return areplay(replay_of(self.serve(look)))
+
+        async def lead() -> Any:
+            found, token = await adrive(self._claim(look))
+            if found is not None:
+                return areplay(replay_of(self._found(look, found)))
+            complete, ended = self._ending(look, token, final)
+            try:
+                source = await _aiter(open_stream())
+            except BaseException:
+                await asyncio.to_thread(ended, True)
+                raise
+            return AsyncSharedStream(source, complete, ended, finished)
+
+        return await self.streams.ajoin(look.key, lead, lambda: self._follow(look))
+
+    # ---- the decorator's drivers --------------------------------------------------------------
 
     def call(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Driver for plain functions and methods."""
-        started = self.begin(instance, args, kwargs)
-        if started is None:
-            return wrapped(*args, **kwargs)
-        cache, plan, key = started
-        hit = cache.get(key, self.counters)
-        if hit is not None:
-            if self.early_refresh and self.refresh_due(cache, hit) and self._claim_refresh(key):
-                return self._refresh(cache, plan, hit, lambda: wrapped(*args, **kwargs))
-            self.count_hit(cache, hit, plan)
-            return hit.value
-        if self.semantic is not None:  # a paraphrase's answer, or the function wrapped to learn from
-            hit, wrapped = self.semantic.consult(cache, plan, wrapped, instance)
-            if hit is not None:
-                self.count_hit(cache, hit, plan)
-                return hit.value
+        look = self.lookup(args, kwargs, instance)
+        if look.hit is not None and not look.refresh:
+            return self.serve(look)
+        return self.run(look, lambda: wrapped(*args, **kwargs))
 
-        def compute() -> Any:
-            again = cache.get_memory(key)  # a thread that led before us may have stored it
+    async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        look = await self.alookup(args, kwargs, instance)
+        return await self.arun(look, lambda: wrapped(*args, **kwargs))
+
+    def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        look = self.lookup(args, kwargs, instance, stream=True)
+        return self.stream(look, lambda: wrapped(*args, **kwargs))
+
+    def call_async_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+        """The lookup happens on first iteration, in the consumer's event loop."""
+        async def chunks() -> AsyncIterator[Any]:
+            look = await self.alookup(args, kwargs, instance, stream=True)
+            async for chunk in await self.astream(look, lambda: wrapped(*args, **kwargs)):
+                yield chunk
+        return chunks()
+
+    # ---- the flow ------------------------------------------------------------------------------
+
+    def _start(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+               options: CallOptions | None, stream: bool) -> Lookup:
+        """Plan the call and read the memory tier (never blocks)."""
+        controls = current_options() if options is None else current_options().merged(options)
+        cache = self.current_cache()
+        if cache is None:
+            return Lookup(None, None, controls)
+        plan = self.planner.plan(instance, args, kwargs)
+        if plan.key is None:
+            self.accounts.bypass(cache, "non-deterministic", plan.arguments)
+            return Lookup(cache, None, controls)
+        look = Lookup(cache, plan, controls, self._stored)
+        if controls.read:
+            look.hit = cache.get_memory(plan.key, self.accounts.counters)
+            if look.hit is not None and self.early_refresh and not stream:
+                look.refresh = self._due(cache, look.hit) and self._claim_refresh(plan.key)
+        return look
+
+    def _bypass(self, why: str, arguments: dict[str, Any]) -> Lookup:
+        cache = self.current_cache()
+        if cache is not None:
+            self.accounts.bypass(cache, why, arguments)
+        return Lookup(cache, None, current_options())
+
+    def _read_lower(self, look: Lookup, instance: Any, stream: bool, is_async: bool) -> Flow[None]:
+        """The lower tiers, then (for a non-streamed call) semantic mode's paraphrases."""
+        cache, plan = look.cache, look.plan
+        assert cache is not None and plan is not None
+        look.hit = yield io(cache.get_lower, look.key, self.accounts.counters)
+        if look.hit is not None:
+            if self.early_refresh and not stream:
+                look.refresh = self._due(cache, look.hit) and self._claim_refresh(look.key)
+        elif self.semantic is not None and not stream:
+            def body(*_: Any, **__: Any) -> Any:
+                return look.body()  # the compute `run` is given; semantic mode wraps it to learn
+
+            look.hit, learn = yield io(self.semantic.consult, cache, plan, body, instance, is_async)
+            look.compute = None if learn is body else learn
+        return None
+
+    def _lifetime(self, look: Lookup) -> tuple[Any, float | None]:
+        ttl = look.options.ttl
+        return (None, ttl) if ttl is not None else self.planner.lifetime(look.plan.arguments)  # type: ignore[union-attr]
+
+    def _miss(self, look: Lookup) -> Flow[Any]:
+        """Lease, wait for another process's answer or compute, store, give the lease back."""
+        cache, key = look.cache, look.key
+        assert cache is not None
+        if self._stored != look.mark:  # a caller of this process may have stored it since
+            again = cache.get_memory(key)
             if again is not None:
                 return again
-            lifetime = self.lifetime(plan.arguments)
-            token, failed = None, False
-            try:  # from the lease on, an interruption anywhere still gives the lease back
-                if self.lease and lifetime[1] != 0:  # another process may be computing it: wait for its answer
-                    token = cache.lease(key, self.lease)
-                    if token is None:
-                        again, token = self._wait_for(cache, key)
-                    if token is not None:  # a holder may have stored it and let go since our miss
-                        again = again or cache.get_lower(key)
-                    if again is not None:
-                        return again
-                start = time.perf_counter()
-                try:
-                    value = wrapped(*args, **kwargs)
-                except Exception:
-                    failed = True
-                    raise
-                self.store(cache, plan, value, time.perf_counter() - start, lifetime)
-                return value
-            finally:
-                if token is not None:
-                    cache.release(key, token, failed)
+        lifetime = self._lifetime(look)
+        token, failed = None, False
+        try:
+            if self.lease and lifetime[1] != 0 and look.options.write:
+                again = yield from self._lease(cache, key)
+                if isinstance(again, Hit):
+                    return again
+                token = again
+            start = time.perf_counter()
+            try:
+                value = yield BODY
+            except Exception:
+                failed = True
+                raise
+            yield io(self._store, look, value, time.perf_counter() - start, lifetime)
+            return value
+        finally:
+            if token is not None:
+                yield io(cache.release, key, token, failed)
 
-        value, led = self.flights.run(key, compute)
+    def _lease(self, cache: Cache, key: str) -> Flow[Hit | str | None]:
+        """This caller's lease on `key`, or the answer another process stored meanwhile: waited for
+        while another holds the lease; read again only when a holder let go since our lookup."""
+        token, recent = yield lease(cache, key, self.lease)
+        if token is None:  # another process computes it: wait for its answer
+            again, token = yield from self._wait(cache, key)
+            recent = again is None and token is not None
+            if again is not None:
+                return again
+        if recent:
+            try:
+                again = yield io(cache.get_lower, key)
+            except BaseException:
+                yield io(cache.release, key, token)
+                raise
+            if again is not None:
+                yield io(cache.release, key, token)
+                return again
+        return token
+
+    def _wait(self, cache: Cache, key: str) -> Flow[tuple[Hit | None, str | None]]:
+        """Poll for the leaseholder's answer until it appears or the lease is ours to take (its
+        holder finished without storing, failed, or died): (hit, token). A live holder renews its
+        lease, so a call longer than `lease` is waited for, never run twice."""
+        pause = 0.02
+        while True:
+            yield sleep(pause)
+            pause = min(pause * 1.5, 0.25)
+            hit = yield io(cache.get_lower, key)
+            if hit is not None:
+                return hit, None
+            token, _ = yield lease(cache, key, self.lease)
+            if token is not None:
+                return None, token
+
+    def _store(self, look: Lookup, value: Any, latency: float, lifetime: tuple[Any, float | None]) -> None:
+        """Count the miss and store its result unless the policy or the call's controls say not to."""
+        cache, plan, key = look.cache, look.plan, look.key
+        assert cache is not None and plan is not None
+        policy, seconds = lifetime
+        if seconds == 0:
+            self.accounts.bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing",
+                                 plan.arguments, key)
+            return
+        self.accounts.miss(cache, plan)
+        if not look.options.write:
+            self.accounts.stored(cache, key, latency, seconds, False)
+            return
+        self._stored = next(self._generations)
+        tokens, cost = savings_of(value)
+        stored = cache.set(key, value, lifetime=seconds, tags=self.planner.entry_tags(plan.arguments, look.options.tags),
+                           metadata=self.planner.metadata(plan.arguments, policy), latency=latency, tokens=tokens,
+                           cost=cost, stats=self.accounts.counters)
+        self.accounts.stored(cache, key, latency, seconds, stored)
+
+    def _settle(self, look: Lookup, value: Any, led: bool) -> Any:
+        """Count how a miss was answered: found after waiting, shared by another caller, or computed."""
+        assert look.cache is not None and look.plan is not None
         if isinstance(value, Hit):
-            self.count_hit(cache, value, plan)
-            return value.value
+            look.hit = value
+            return self.serve(look)
         if not led:
-            self.count_hit(cache, self.shared_hit(value), plan)
+            self.accounts.shared(look.cache, value, look.plan)
+            look.tier = "flight"
         return value
+
+    def _claim(self, look: Lookup) -> Flow[tuple[Hit | None, str | None]]:
+        """A stream's lease: (the answer another process stored meanwhile, None) or (None, token)."""
+        cache, key = look.cache, look.key
+        assert cache is not None
+        if not (self.lease and self._lifetime(look)[1] != 0 and look.options.write):
+            return None, None
+        found = yield from self._lease(cache, key)
+        return (found, None) if isinstance(found, Hit) else (None, found)
+
+    def _follow(self, look: Lookup) -> None:
+        """A caller reading along another's stream: a hit of the flight (its savings are not known yet)."""
+        assert look.cache is not None and look.plan is not None
+        self.accounts.shared(look.cache, None, look.plan)
+        look.tier = "flight"
+
+    def _found(self, look: Lookup, hit: Hit) -> Any:
+        look.hit = hit
+        return self.serve(look)
+
+    def _ending(self, look: Lookup, token: str | None, final: Final) -> tuple[Callable[[list[Any]], None],
+                                                                               Callable[[bool], None]]:
+        """(complete, ended) of a stream this caller opens: store the whole answer, give the lease back."""
+        cache, key, lifetime, start = look.cache, look.key, self._lifetime(look), time.perf_counter()
+        assert cache is not None
+
+        def complete(chunks: list[Any]) -> None:
+            value = list(chunks) if final is None else final(chunks)
+            if value is not None:
+                self._store(look, value, time.perf_counter() - start, lifetime)
+
+        def ended(failed: bool) -> None:
+            if token is not None:
+                cache.release(key, token, failed)
+
+        return complete, ended
 
     # ---- early refresh (XFetch: Vattani, Chierichetti and Lowenstein, VLDB 2015) ------------
 
-    def refresh_due(self, cache: Cache, hit: Hit) -> bool:
+    def _due(self, cache: Cache, hit: Hit) -> bool:
         """Whether this hit should recompute: certain at expiry, likelier the nearer expiry is and the
         longer the call took (``now - latency * beta * ln(U) >= expires_at``, U uniform in (0, 1])."""
         if hit.expires_at is None or hit.latency <= 0:
             return False
-        import random  # only functions with early refresh on pay for it
-
         return cache.clock() - hit.latency * self.early_refresh * math.log(1.0 - random.random()) >= hit.expires_at
 
     def _claim_refresh(self, key: str) -> bool:
@@ -364,190 +470,30 @@ class Engine:
             self._refreshing.add(key)
             return True
 
-    def _refresh(self, cache: Cache, plan: Plan, hit: Hit, run: Callable[[], Any]) -> Any:
+    def _refresh(self, look: Lookup) -> Flow[Any]:
         """Recompute and store a hit's value unless another process holds its lease; the stored answer
         when it does, or when the call fails (the entry is still live: a refresh never costs a caller)."""
-        key = plan.key or ""
+        cache, key, hit = look.cache, look.key, look.hit
+        assert cache is not None and hit is not None
         token = None
         try:
-            token = cache.lease(key, self.lease) if self.lease else None
-            renewed = _renewed(cache.get_lower(key), hit) if token is not None else None  # by another process?
+            token = (yield lease(cache, key, self.lease))[0] if self.lease else None
+            renewed = _renewed((yield io(cache.get_lower, key)), hit) if token is not None else None
             if renewed is not None or (self.lease and token is None):
-                served = renewed or hit
-                self.count_hit(cache, served, plan)
-                return served.value
+                return self._found(look, renewed or hit)
+            start = time.perf_counter()
             try:
-                start = time.perf_counter()
-                value = run()
-                self.store(cache, plan, value, time.perf_counter() - start, self.lifetime(plan.arguments))
-                return value
+                value = yield BODY
             except Exception as exc:
-                self._refresh_failed(exc)
-                self.count_hit(cache, hit, plan)
-                return hit.value
-        finally:
-            if token is not None:
-                cache.release(key, token)
-            with self._refreshing_lock:
-                self._refreshing.discard(key)
-
-    async def _arefresh(self, cache: Cache, plan: Plan, hit: Hit, run: Callable[[], Any]) -> Any:
-        """The async twin of _refresh: the event loop keeps running while it leases and stores."""
-        key = plan.key or ""
-        token = None
-        try:
-            token = await _take_lease(cache, key, self.lease) if self.lease else None
-            renewed = _renewed(await asyncio.to_thread(cache.get_lower, key), hit) if token is not None else None
-            if renewed is not None or (self.lease and token is None):
-                served = renewed or hit
-                self.count_hit(cache, served, plan)
-                return served.value
-            try:
-                start = time.perf_counter()
-                value = await run()
-                latency = time.perf_counter() - start
-                await asyncio.to_thread(self.store, cache, plan, value, latency, self.lifetime(plan.arguments))
-                return value
-            except Exception as exc:
-                self._refresh_failed(exc)
-                self.count_hit(cache, hit, plan)
-                return hit.value
+                logger.warning("llm_memo: early refresh of %s failed (%s: %s); serving the stored answer, "
+                               "which is still live", self.function, type(exc).__name__, exc)
+                return self.serve(look)
+            yield io(self._store, look, value, time.perf_counter() - start, self._lifetime(look))
+            return value
         finally:
             try:
                 if token is not None:
-                    await asyncio.to_thread(cache.release, key, token)
-            finally:  # even when cancelled while giving the lease back
+                    yield io(cache.release, key, token)
+            finally:  # even when interrupted while giving the lease back
                 with self._refreshing_lock:
                     self._refreshing.discard(key)
-
-    def _refresh_failed(self, exc: Exception) -> None:
-        logger.warning("llm_memo: early refresh of %s failed (%s: %s); serving the stored answer, which is "
-                       "still live", self.function, type(exc).__name__, exc)
-
-    def _wait_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
-        """Poll for the leaseholder's answer until it appears or the lease is ours to take (its
-        holder finished without storing, failed, or died): (hit, token). A live holder renews its
-        lease, so a call longer than `lease` is waited for, never run twice."""
-        pause = 0.02
-        while True:
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.25)
-            hit = cache.get_lower(key)
-            if hit is not None:
-                return hit, None
-            token = cache.lease(key, self.lease)
-            if token is not None:
-                return None, token
-
-    async def _await_for(self, cache: Cache, key: str) -> tuple[Hit | None, str | None]:
-        """The async twin of _wait_for: the event loop keeps running while it waits."""
-        pause = 0.02
-        while True:
-            await asyncio.sleep(pause)
-            pause = min(pause * 1.5, 0.25)
-            hit = await asyncio.to_thread(cache.get_lower, key)
-            if hit is not None:
-                return hit, None
-            token = await _take_lease(cache, key, self.lease)
-            if token is not None:
-                return None, token
-
-    def shared_hit(self, value: Any) -> Hit:
-        """A caller that waited for another's identical call: it saved that call's tokens and cost."""
-        tokens, cost = savings_of(value)
-        return Hit(value, "flight", 0.0, tokens, cost)
-
-    async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
-        """Driver for async functions: disk and Redis reads run in a worker thread."""
-        started = self.begin(instance, args, kwargs)
-        if started is None:
-            return await wrapped(*args, **kwargs)
-        cache, plan, key = started
-        hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
-        if hit is not None:
-            if self.early_refresh and self.refresh_due(cache, hit) and self._claim_refresh(key):
-                return await self._arefresh(cache, plan, hit, lambda: wrapped(*args, **kwargs))
-            self.count_hit(cache, hit, plan)
-            return hit.value
-        if self.semantic is not None:
-            hit, wrapped = await asyncio.to_thread(self.semantic.consult, cache, plan, wrapped, instance, True)
-            if hit is not None:
-                self.count_hit(cache, hit, plan)
-                return hit.value
-
-        async def compute() -> Any:
-            lifetime = self.lifetime(plan.arguments)
-            token, failed = None, False
-            try:  # from the lease on, a cancellation anywhere still gives the lease back
-                if self.lease and lifetime[1] != 0:
-                    token = await _take_lease(cache, key, self.lease)
-                    again = None
-                    if token is None:
-                        again, token = await self._await_for(cache, key)
-                    if token is not None:  # a holder may have stored it and let go since our miss
-                        again = again or await asyncio.to_thread(cache.get_lower, key)
-                    if again is not None:
-                        return again
-                start = time.perf_counter()
-                try:
-                    value = await wrapped(*args, **kwargs)
-                except Exception:
-                    failed = True
-                    raise
-                latency = time.perf_counter() - start
-                await asyncio.to_thread(self.store, cache, plan, value, latency, lifetime)
-                return value
-            finally:
-                if token is not None:
-                    await asyncio.to_thread(cache.release, key, token, failed)
-
-        value, led = await self.aflights.run(key, compute)
-        if isinstance(value, Hit):
-            self.count_hit(cache, value, plan)
-            return value.value
-        if not led:
-            self.count_hit(cache, self.shared_hit(value), plan)
-        return value
-
-    def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
-        """Driver for generator functions: live chunks on a miss, replay on a hit."""
-        started = self.begin(instance, args, kwargs)
-        if started is None:
-            return wrapped(*args, **kwargs)
-        cache, plan, key = started
-        hit = cache.get(key, self.counters)
-        if hit is not None:
-            self.count_hit(cache, hit, plan)
-            return replay(hit.value)
-        lifetime = self.lifetime(plan.arguments)
-        start = time.perf_counter()
-        return record(wrapped(*args, **kwargs),
-                      lambda chunks: self.store(cache, plan, chunks, time.perf_counter() - start, lifetime))
-
-    def call_async_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                             kwargs: dict[str, Any]) -> Any:
-        """Driver for async generator functions (the lookup happens on first iteration)."""
-        started = self.begin(instance, args, kwargs)
-        if started is None:
-            return wrapped(*args, **kwargs)
-        cache, plan, key = started
-        return self._async_stream(cache, plan, key, wrapped, args, kwargs)
-
-    async def _async_stream(self, cache: Cache, plan: Plan, key: str, wrapped: Callable[..., Any],
-                            args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        hit = cache.get_memory(key, self.counters) or await asyncio.to_thread(cache.get_lower, key, self.counters)
-        if hit is not None:
-            self.count_hit(cache, hit, plan)
-            async for chunk in areplay(hit.value):
-                yield chunk
-            return
-        lifetime = self.lifetime(plan.arguments)
-        start = time.perf_counter()
-
-        async def done(chunks: list[Any]) -> None:
-            await asyncio.to_thread(self.store, cache, plan, chunks, time.perf_counter() - start, lifetime)
-
-        async for chunk in arecord(wrapped(*args, **kwargs), done):
-            yield chunk

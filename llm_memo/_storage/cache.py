@@ -33,7 +33,16 @@ from .._logic.codec import (
     unpack,
 )
 from .._logic.records import Entry, Stats
-from .lease import FAILED_FOR, Heartbeat, failed_marker, holder_alive, is_failed, new_token
+from .lease import (
+    FAILED_FOR,
+    RELEASED,
+    RELEASED_FOR,
+    Heartbeat,
+    failed_marker,
+    holder_alive,
+    is_failed,
+    new_token,
+)
 from .ledger import Counters, Ledger
 from .memory import MemoryTier
 from .tier import Tier
@@ -344,34 +353,41 @@ class Cache:
         at once; a holder whose call failed lets every waiter compute at once; a held lease is
         renewed while this process lives, so a call longer than `seconds` still runs once.
         """
+        return self.claim(key, seconds)[0]
+
+    def claim(self, key: str, seconds: float) -> tuple[str | None, bool]:
+        """`lease`, and whether another holder let the key go in the last few seconds: its answer may
+        have been stored after this caller read the tiers, which it then reads again."""
         token = new_token()
         tier = self._arbiter()
         if tier is None:
-            return token
+            return token, False
+        recent = False
         try:
             if not tier.lease(key, token, seconds):  # type: ignore[attr-defined]
                 holder = tier.holder(key)  # type: ignore[attr-defined]
                 if holder is not None and is_failed(holder):
-                    return token  # not held: every waiter runs now rather than one after another
-                if holder is None or holder_alive(holder) or not tier.swap(key, holder, token, seconds):  # type: ignore[attr-defined]
-                    return None
+                    return token, False  # not held: every waiter runs now rather than one after another
+                recent = holder == RELEASED
+                if holder is None or (not recent and holder_alive(holder)) \
+                        or not tier.swap(key, holder, token, seconds):  # type: ignore[attr-defined]
+                    return None, False
         except Exception as exc:
             self._fault(tier.name, "lease", exc, None)
-            return token
+            return token, False
         self._heartbeat.hold(key, token, seconds)
-        return token
+        return token, recent
 
     def release(self, key: str, token: str, failed: bool = False) -> None:
-        """Give back a lease taken with `lease`. `failed`: the call raised, so the lease is left as a
-        short-lived marker that tells the waiters to run at once instead of taking it in turn."""
+        """Give back a lease taken with `lease`. It is left as a short-lived marker: of a finished
+        call (the next taker reads the tiers again), or of a failed one (`failed`: the waiters run
+        at once instead of taking the lease in turn)."""
         self._heartbeat.drop(key, token)
         tier = self._arbiter()
         if tier is not None:
+            marker, seconds = (failed_marker(token), FAILED_FOR) if failed else (RELEASED, RELEASED_FOR)
             try:
-                if failed:
-                    tier.swap(key, token, failed_marker(token), FAILED_FOR)  # type: ignore[attr-defined]
-                else:
-                    tier.release(key, token)  # type: ignore[attr-defined]
+                tier.swap(key, token, marker, seconds)  # type: ignore[attr-defined]
             except Exception as exc:
                 self._fault(tier.name, "release", exc, None)
 

@@ -14,9 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["FAILED_FOR", "Heartbeat", "failed_marker", "holder_alive", "is_failed", "new_token"]
+__all__ = ["FAILED_FOR", "RELEASED", "RELEASED_FOR", "Heartbeat", "failed_marker", "holder_alive", "is_failed",
+           "new_token"]
 
 FAILED_FOR = 5.0  # seconds a failed holder's marker lets waiters run at once instead of in turn
+# What a holder that finished leaves for this long: the next taker knows an answer may have been
+# stored since it read the tiers, and reads them again (only then).
+RELEASED = "released"
+RELEASED_FOR = 10.0
 _FAILED = "failed:"
 
 

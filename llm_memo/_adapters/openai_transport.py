@@ -1,0 +1,283 @@
+"""The HTTP transports wrap() puts under an openai client.
+
+Each request is routed (openai.py says what it means for the cache), then answered through the
+engine's adapter API: `lookup`, then `serve`, `run` or `stream`. `_Exchange` holds the HTTP
+shapes both transports share (responses from stored answers, upstream answers captured or passed
+on, the SSE hooks of a stream); the sync and async transports differ only in how they call the
+inner transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from functools import cache as once
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .._engine.engine import Lookup
+from .._errors import NonDeterministicCallError
+from .._logic.wire import SSEParser, assemble_chat, cacheable, chat_chunks, response_events, to_sse
+
+if TYPE_CHECKING:
+    from .openai import Route
+
+__all__ = ["HIT_HEADER", "sdk_error", "transports"]
+
+HIT_HEADER = "x-llm-memo-cache"
+_DROP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "connection")
+
+
+@once
+def _sdk_error_class() -> type[Exception]:
+    import openai
+
+    class SDKNonDeterministicCallError(NonDeterministicCallError, openai.OpenAIError):
+        """NonDeterministicCallError that the SDK re-raises as it is, without retrying."""
+
+    SDKNonDeterministicCallError.__module__ = "llm_memo"
+    SDKNonDeterministicCallError.__qualname__ = "NonDeterministicCallError"
+    return SDKNonDeterministicCallError
+
+
+def sdk_error(exc: NonDeterministicCallError) -> Exception:
+    """The guard's refusal as an error the SDK raises as it is, without retrying."""
+    return _sdk_error_class()(exc.function, exc.temperature)
+
+
+class _Captured(Exception):
+    """An upstream answer that must reach the caller as it is and never be stored."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], content: bytes) -> None:
+        self.status, self.headers, self.content = status, headers, content
+
+
+def _final_of(kind: str, parser: SSEParser) -> Any:
+    if parser.failed or not parser.done:
+        return None
+    if kind == "chat":
+        return assemble_chat(parser.events)
+    terminal = [e for e in parser.events if e.get("type") in ("response.completed", "response.incomplete")]
+    return terminal[-1].get("response") if terminal else None
+
+
+def _look(route: Route, **where: Any) -> dict[str, Any]:
+    """The lookup arguments of a routed request."""
+    return dict(options=route.options, stream=route.streaming, bypass=route.bypass, **where)
+
+
+class _Exchange:
+    """The HTTP shapes of one HTTP module (httpx or httpx2), shared by both transports."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+
+    def respond(self, request: Any, status: int, headers: Any, content: bytes) -> Any:
+        kept = [(k, v) for k, v in headers if k.lower() not in _DROP_HEADERS]
+        return self.module.Response(status, headers=kept, content=content, request=request)
+
+    def from_cache(self, request: Any, route: Route, value: Any, tier: str | None) -> Any:
+        headers = [(HIT_HEADER, f"hit; tier={tier or 'flight'}")]
+        if route.streaming:
+            return self.respond(request, 200, [("content-type", "text/event-stream"), *headers],
+                                b"".join(self.replay_of(route)(value)))
+        return self.respond(request, 200, [("content-type", "application/json"), *headers], orjson.dumps(value))
+
+    def capture(self, route: Route, status: int, headers: list[tuple[str, str]], content: bytes,
+                live: list[Any]) -> Any:
+        """The stored form of a non-streamed upstream answer; raises _Captured for anything else."""
+        live.append((status, headers, content))
+        body: Any = None
+        if status == 200:
+            try:
+                body = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                body = None
+        if body is None or not cacheable(route.kind, body):
+            raise _Captured(status, headers, content)
+        return body
+
+    def answer(self, request: Any, route: Route, value: Any, live: list[Any], look: Lookup) -> Any:
+        """The upstream answer as it came, when this call fetched it; else the value from the cache."""
+        return self.respond(request, *live[0]) if live else self.from_cache(request, route, value, look.tier)
+
+    def recordable(self, response: Any) -> bool:
+        headers = response.headers
+        return (response.status_code == 200 and "text/event-stream" in headers.get("content-type", "")
+                and not headers.get("content-encoding"))
+
+    def hooks(self, route: Route) -> dict[str, Any]:
+        """How the engine records a streamed answer: watch for its end, store its final object."""
+        parser = SSEParser()
+
+        def finished(data: bytes) -> bool:
+            parser.feed(data)
+            return parser.done or parser.failed
+
+        def final(_: list[bytes]) -> Any:
+            parser.close()
+            value = _final_of(route.kind, parser)
+            return value if value is not None and cacheable(route.kind, value) else None
+
+        return {"final": final, "finished": finished, "replay_of": self.replay_of(route)}
+
+    def replay_of(self, route: Route) -> Callable[[Any], Iterable[bytes]]:
+        def replay(value: Any) -> list[bytes]:
+            events = chat_chunks(value) if route.kind == "chat" else response_events(value)
+            return [to_sse(events, done=route.kind == "chat")]
+        return replay
+
+    def streamed(self, request: Any, stream: Any, opened: dict[str, Any], look: Lookup) -> Any:
+        """The response of a streamed call: the upstream's status and headers for the caller that
+        opened it; for one reading along, or replaying a stored answer, a plain SSE response."""
+        upstream = opened.get("response")
+        if upstream is not None:
+            return self.module.Response(upstream.status_code, headers=upstream.headers, stream=stream,
+                                        extensions=upstream.extensions, request=request)
+        headers = [("content-type", "text/event-stream"), (HIT_HEADER, f"hit; tier={look.tier or 'flight'}")]
+        return self.module.Response(200, headers=headers, stream=stream, request=request)
+
+
+@once
+def transports(module: Any) -> tuple[type, type]:
+    """The sync and async caching transports for one HTTP module (httpx or httpx2)."""
+    exchange = _Exchange(module)
+
+    class Stream(module.SyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, chunks: Any) -> None:
+            self.chunks = chunks
+
+        def __iter__(self) -> Any:
+            return iter(self.chunks)
+
+        def close(self) -> None:
+            getattr(self.chunks, "close", lambda: None)()
+
+    class AsyncStream(module.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, chunks: Any) -> None:
+            self.chunks = chunks
+
+        def __aiter__(self) -> Any:
+            return self.chunks.__aiter__()
+
+        async def aclose(self) -> None:
+            close = getattr(self.chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+    class Transport(module.BaseTransport):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, front: Any, owner: Any) -> None:
+            self.inner, self.front = inner, front
+            self._owner = owner  # keeps the wrapped client's HTTP client (and its transport) open
+
+        def handle_request(self, request: Any) -> Any:
+            route = self.front.route(request)
+            if route is None:
+                return self.inner.handle_request(request)
+            engine = route.engine
+            try:
+                look = engine.lookup((route.endpoint,), route.keyed, **_look(route))
+            except NonDeterministicCallError as exc:
+                raise sdk_error(exc) from None
+            if look.plan is None:
+                return self.inner.handle_request(request)
+            if look.hit is not None and not look.refresh:
+                return exchange.from_cache(request, route, engine.serve(look), look.tier)
+            live: list[Any] = []
+            opened: dict[str, Any] = {}
+            try:
+                if route.streaming:
+                    chunks = engine.stream(look, lambda: self._open(request, opened), **exchange.hooks(route))
+                    return exchange.streamed(request, Stream(chunks), opened, look)
+                value = engine.run(look, lambda: self._fetch(request, route, live))
+            except _Captured as raw:
+                return exchange.respond(request, raw.status, raw.headers, raw.content)
+            return exchange.answer(request, route, value, live, look)
+
+        def _fetch(self, request: Any, route: Route, live: list[Any]) -> Any:
+            response = self.inner.handle_request(request)
+            try:
+                content = response.read()
+            finally:
+                response.close()
+            return exchange.capture(route, response.status_code, list(response.headers.multi_items()), content, live)
+
+        def _open(self, request: Any, opened: dict[str, Any]) -> Any:
+            response = self.inner.handle_request(request)
+            if not exchange.recordable(response):
+                try:
+                    content = response.read()
+                finally:
+                    response.close()
+                raise _Captured(response.status_code, list(response.headers.multi_items()), content)
+            opened["response"] = response
+
+            def source() -> Any:
+                try:
+                    yield from response.stream
+                finally:
+                    response.close()
+            return source()
+
+        def close(self) -> None:
+            """The inner transport belongs to the client that was wrapped: leave it open."""
+
+    class AsyncTransport(module.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        def __init__(self, inner: Any, front: Any, owner: Any) -> None:
+            self.inner, self.front = inner, front
+            self._owner = owner
+
+        async def handle_async_request(self, request: Any) -> Any:
+            route = self.front.route(request)
+            if route is None:
+                return await self.inner.handle_async_request(request)
+            engine = route.engine
+            try:
+                look = await engine.alookup((route.endpoint,), route.keyed, **_look(route))
+            except NonDeterministicCallError as exc:
+                raise sdk_error(exc) from None
+            if look.plan is None:
+                return await self.inner.handle_async_request(request)
+            if look.hit is not None and not look.refresh:
+                return exchange.from_cache(request, route, engine.serve(look), look.tier)
+            live: list[Any] = []
+            opened: dict[str, Any] = {}
+            try:
+                if route.streaming:
+                    chunks = await engine.astream(look, lambda: self._open(request, opened), **exchange.hooks(route))
+                    return exchange.streamed(request, AsyncStream(chunks), opened, look)
+                value = await engine.arun(look, lambda: self._fetch(request, route, live))
+            except _Captured as raw:
+                return exchange.respond(request, raw.status, raw.headers, raw.content)
+            return exchange.answer(request, route, value, live, look)
+
+        async def _fetch(self, request: Any, route: Route, live: list[Any]) -> Any:
+            response = await self.inner.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+            return exchange.capture(route, response.status_code, list(response.headers.multi_items()), content, live)
+
+        async def _open(self, request: Any, opened: dict[str, Any]) -> Any:
+            response = await self.inner.handle_async_request(request)
+            if not exchange.recordable(response):
+                try:
+                    content = await response.aread()
+                finally:
+                    await response.aclose()
+                raise _Captured(response.status_code, list(response.headers.multi_items()), content)
+            opened["response"] = response
+
+            async def source() -> Any:
+                try:
+                    async for data in response.stream:
+                        yield data
+                finally:
+                    await response.aclose()
+            return source()
+
+        async def aclose(self) -> None:
+            """The inner transport belongs to the client that was wrapped: leave it open."""
+
+    return Transport, AsyncTransport

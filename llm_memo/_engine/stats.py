@@ -1,0 +1,75 @@
+"""The one owner of a function's counters: every hit, miss and bypass is counted here, in the
+function's counters, its cache's, the savings ledger, the observers and the DEBUG log."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .._logic.pricing import savings_of
+from .._logic.records import Stats
+from .._storage.cache import Cache, Hit
+from .._storage.ledger import Counters
+from .config import hooks
+from .plan import Plan
+
+__all__ = ["Accounts"]
+
+logger = logging.getLogger("llm_memo")
+_DEBUG = logging.DEBUG
+
+
+def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
+    """The call's `model` argument when it is a str (what the savings ledger groups by)."""
+    model = arguments.get("model") if arguments is not None else None
+    return model if isinstance(model, str) else None
+
+
+class Accounts:
+    """Counts the outcomes of one function's calls."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        self.counters = Counters()
+
+    def hit(self, cache: Cache, hit: Hit, plan: Plan) -> None:
+        self.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
+        cache.counters.hit(hit.tier, hit.latency, hit.tokens, hit.cost)
+        if cache.ledger is not None:
+            cache.ledger.hit(self.function, _model_of(plan.arguments), hit.tier, hit.latency, hit.tokens, hit.cost)
+        if hooks.on_hit is not None:
+            hooks.on_hit(self.function, hit)
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("hit %s key=%s tier=%s lookup=%.0fus saved=%.3fs", self.function, (plan.key or "")[:12],
+                         hit.tier, (time.perf_counter() - plan.started) * 1e6, hit.latency)
+
+    def shared(self, cache: Cache, value: Any, plan: Plan) -> None:
+        """A caller that waited for another's identical call: it saved that call's tokens and cost."""
+        tokens, cost = savings_of(value)
+        self.hit(cache, Hit(value, "flight", 0.0, tokens, cost), plan)
+
+    def bypass(self, cache: Cache | None, why: str, arguments: Mapping[str, Any] | None = None,
+               key: str | None = None) -> None:
+        self.counters.bypass()
+        if cache is not None:
+            cache.counters.bypass()
+            if cache.ledger is not None:
+                cache.ledger.bypass(self.function, _model_of(arguments))
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("bypass %s key=%s (%s)", self.function, key[:12] if key else "-", why)
+
+    def miss(self, cache: Cache, plan: Plan) -> None:
+        self.counters.miss()
+        cache.counters.miss()
+        if cache.ledger is not None:
+            cache.ledger.miss(self.function, _model_of(plan.arguments))
+
+    def stored(self, cache: Cache, key: str, latency: float, seconds: float | None, stored: bool) -> None:
+        if logger.isEnabledFor(_DEBUG):
+            logger.debug("miss %s key=%s latency=%.3fs ttl=%s stored=%s", self.function, key[:12], latency, seconds,
+                         "+".join(tier.name for tier in cache.tiers) if stored else "nothing")
+
+    def snapshot(self) -> Stats:
+        return self.counters.snapshot()
