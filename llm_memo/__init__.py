@@ -6,6 +6,7 @@ from ._adapters.decorator import CachedFunction, llm_cache
 from ._adapters.openai import wrap
 from ._engine.config import configure, default_cache
 from ._engine.config import hooks as _hooks
+from ._engine.options import cache_options
 from ._engine.warm import WarmReport
 from ._errors import (
     LLMMemoError,
@@ -49,6 +50,7 @@ __all__ = [
     "WarmReport",
     "__version__",
     "allow_type",
+    "cache_options",
     "classify_intent",
     "configure",
     "default_cache",

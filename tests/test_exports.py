@@ -23,6 +23,7 @@ EXPORTED = [  # ruff's RUF022 order: constants, classes, then the rest
     "WarmReport",
     "__version__",
     "allow_type",
+    "cache_options",
     "classify_intent",
     "configure",
     "default_cache",

@@ -207,6 +207,10 @@ def _guarded(cls: type, is_async: bool) -> type:
     def check(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         options = kwargs.get("options", args[1] if len(args) > 1 else None)
         front = front_of(client)
+        headers = getattr(options, "headers", None) or {}
+        controls = next((v for k, v in headers.items() if k.lower() == HEADER), None)
+        if isinstance(controls, str):
+            from_header(controls)  # a malformed header fails here, before anything is sent
         body = getattr(options, "json_data", None)
         if front is not None and isinstance(body, Mapping):
             front.precheck(str(getattr(options, "url", "")), {**body, **(getattr(options, "extra_json", None) or {})})

@@ -150,7 +150,7 @@ class Engine:
 
     def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise what planning this call would raise (the guard's "raise" mode), before anything is sent."""
-        self.planner.plan(None, args, kwargs)
+        self.planner.check(args, kwargs)
 
     def lookup(self, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any = None, *,
                options: CallOptions | None = None, stream: bool = False, bypass: str | None = None) -> Lookup:
@@ -327,14 +327,15 @@ class Engine:
         """Lease, wait for another process's answer or compute, store, give the lease back."""
         cache, key = look.cache, look.key
         assert cache is not None
-        if self._stored != look.mark:  # a caller of this process may have stored it since
+        fresh = not look.options.read  # a fresh answer wanted: no waiting for, or reading, another's
+        if self._stored != look.mark and not fresh:  # a caller of this process may have stored it since
             again = cache.get_memory(key)
             if again is not None:
                 return again
         lifetime = self._lifetime(look)
         token, failed = None, False
         try:
-            if self.lease and lifetime[1] != 0 and look.options.write:
+            if self.lease and lifetime[1] != 0 and look.options.write and not fresh:
                 again = yield from self._lease(cache, key)
                 if isinstance(again, Hit):
                     return again
@@ -421,7 +422,7 @@ class Engine:
         """A stream's lease: (the answer another process stored meanwhile, None) or (None, token)."""
         cache, key = look.cache, look.key
         assert cache is not None
-        if not (self.lease and self._lifetime(look)[1] != 0 and look.options.write):
+        if not (self.lease and self._lifetime(look)[1] != 0 and look.options.write and look.options.read):
             return None, None
         found = yield from self._lease(cache, key)
         return (found, None) if isinstance(found, Hit) else (None, found)

@@ -103,15 +103,26 @@ class Planner:
         started = time.perf_counter()
         full = args if instance is None else (instance, *args)  # wrapt hands methods their instance apart
         arguments = self.keys.binder.bind(full, kwargs)
-        temperature = find_temperature(arguments, self.keys.var_keyword)
-        if temperature is not None or self.default_temperature is not None:
-            verdict = decide(self.mode, is_nondeterministic(temperature, default=self.default_temperature))
-            if verdict is Verdict.RAISE:
-                raise NonDeterministicCallError(self.function, temperature)
-            if verdict is Verdict.BYPASS:
-                self._warn_bypass(temperature)
-                return Plan(None, arguments, started)
+        if self.guard(arguments) is Verdict.BYPASS:
+            return Plan(None, arguments, started)
         return Plan(self._key(arguments, instance, args, kwargs), arguments, started)
+
+    def guard(self, arguments: dict[str, Any]) -> Verdict:
+        """The guard's verdict on bound arguments; raises NonDeterministicCallError in "raise" mode."""
+        temperature = find_temperature(arguments, self.keys.var_keyword)
+        if temperature is None and self.default_temperature is None:
+            return Verdict.CACHE
+        verdict = decide(self.mode, is_nondeterministic(temperature, default=self.default_temperature))
+        if verdict is Verdict.RAISE:
+            raise NonDeterministicCallError(self.function, temperature)
+        if verdict is Verdict.BYPASS:
+            self._warn_bypass(temperature)
+        return verdict
+
+    def check(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise NonDeterministicCallError if the guard refuses the call; nothing is keyed."""
+        if self.mode == "raise":
+            self.guard(self.keys.binder.bind(args, kwargs))
 
     def key_of(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The key of a call whatever the guard says (fn.cache_key)."""

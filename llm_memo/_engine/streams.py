@@ -75,6 +75,15 @@ class _Shared:
         or over (it then finds the stored answer, or opens its own)."""
         return not self.whole and not self.exhausted and self.error is None
 
+    def _buffered(self, index: int) -> tuple[Any, bool] | None:
+        """(chunk, True) when chunk `index` was read already, (None, False) when the stream is over,
+        None when it must be pulled; raises the source's error for a reader that reaches it."""
+        if index < len(self.chunks):
+            return snapshot(self.chunks[index]), True
+        if self.error is not None:
+            raise self.error
+        return (None, False) if self.exhausted else None
+
     def _record(self, chunk: Any) -> bool:
         """Keep a chunk; True when it makes the answer whole."""
         self.chunks.append(snapshot(chunk))
@@ -93,51 +102,50 @@ class SharedStream(_Shared):
                  ended: Callable[[bool], None], finished: Callable[[Any], bool] | None = None) -> None:
         super().__init__(complete, ended, finished)
         self._source = iter(source)
-        self._lock = threading.Lock()
+        self._pull = threading.Lock()  # one reader pulls at a time; buffered chunks need no lock
+        self._count = threading.Lock()
 
     def reader(self) -> Iterator[Any]:
-        with self._lock:
+        with self._count:
             self.readers += 1
         index = 0
         try:
             while True:
-                with self._lock:
-                    chunk, more = self._next(index)
+                chunk, more = self._buffered(index) or self._next(index)
                 if not more:
                     return
                 index += 1
                 yield chunk
         finally:
-            with self._lock:
+            with self._count:
                 self.readers -= 1
-                if self.readers == 0 and not self.exhausted:
-                    self._end(failed=False)  # abandoned by every reader: nothing stored
+                last = self.readers == 0 and not self.exhausted
+            if last:
+                self._end(failed=False)  # abandoned by every reader: nothing stored
 
     def _next(self, index: int) -> tuple[Any, bool]:
-        if index < len(self.chunks):
-            return snapshot(self.chunks[index]), True
-        if self.error is not None:
-            raise self.error
-        if self.exhausted:
-            return None, False
-        try:
-            live = next(self._source)
-        except StopIteration:
-            self.exhausted = True
+        with self._pull:
+            buffered = self._buffered(index)
+            if buffered is not None:
+                return buffered
             try:
-                if not self.whole:
-                    self._complete(self.chunks)
-            finally:
-                self._end(failed=False)
-            return None, False
-        except BaseException as exc:
-            self.error = exc
-            self._end(failed=True)
-            raise
-        if self._record(live):
-            self.whole = True
-            self._complete(self.chunks)
-        return live, True
+                live = next(self._source)
+            except StopIteration:
+                self.exhausted = True
+                try:
+                    if not self.whole:
+                        self._complete(self.chunks)
+                finally:
+                    self._end(failed=False)
+                return None, False
+            except BaseException as exc:
+                self.error = exc
+                self._end(failed=True)
+                raise
+            if self._record(live):
+                self.whole = True
+                self._complete(self.chunks)
+            return live, True
 
 
 class AsyncSharedStream(_Shared):
@@ -148,15 +156,14 @@ class AsyncSharedStream(_Shared):
                  finished: Callable[[Any], bool] | None = None) -> None:
         super().__init__(complete, ended, finished)
         self._source = source.__aiter__()
-        self._lock = asyncio.Lock()
+        self._pull = asyncio.Lock()
 
     async def reader(self) -> AsyncIterator[Any]:
         self.readers += 1
         index = 0
         try:
             while True:
-                async with self._lock:
-                    chunk, more = await self._next(index)
+                chunk, more = self._buffered(index) or await self._next(index)
                 if not more:
                     return
                 index += 1
@@ -167,30 +174,28 @@ class AsyncSharedStream(_Shared):
                 await asyncio.to_thread(self._end, False)
 
     async def _next(self, index: int) -> tuple[Any, bool]:
-        if index < len(self.chunks):
-            return snapshot(self.chunks[index]), True
-        if self.error is not None:
-            raise self.error
-        if self.exhausted:
-            return None, False
-        try:
-            live = await self._source.__anext__()
-        except StopAsyncIteration:
-            self.exhausted = True
+        async with self._pull:
+            buffered = self._buffered(index)
+            if buffered is not None:
+                return buffered
             try:
-                if not self.whole:
-                    await asyncio.to_thread(self._complete, self.chunks)
-            finally:
-                await asyncio.to_thread(self._end, False)
-            return None, False
-        except BaseException as exc:
-            self.error = exc
-            await asyncio.to_thread(self._end, True)
-            raise
-        if self._record(live):
-            self.whole = True
-            await asyncio.to_thread(self._complete, self.chunks)
-        return live, True
+                live = await self._source.__anext__()
+            except StopAsyncIteration:
+                self.exhausted = True
+                try:
+                    if not self.whole:
+                        await asyncio.to_thread(self._complete, self.chunks)
+                finally:
+                    await asyncio.to_thread(self._end, False)
+                return None, False
+            except BaseException as exc:
+                self.error = exc
+                await asyncio.to_thread(self._end, True)
+                raise
+            if self._record(live):
+                self.whole = True
+                await asyncio.to_thread(self._complete, self.chunks)
+            return live, True
 
 
 class StreamFlights:

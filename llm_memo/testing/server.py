@@ -185,9 +185,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             self.send_header("connection", "close")  # as a provider whose stream broke would
         self.end_headers()
-        for event in events:
+        for n, event in enumerate(events):
+            if n and self.server.owner.chunk_delay:
+                time.sleep(self.server.owner.chunk_delay)
             data = event.encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
 
@@ -220,8 +223,10 @@ class _HTTPServer(ThreadingHTTPServer):
 class LocalServer:
     """A local OpenAI/OpenRouter-compatible server with request recording and fault injection."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0) -> None:
-        self.latency = latency
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0,
+                 chunk_delay: float = 0.0) -> None:
+        self.latency = latency  # seconds before each answer
+        self.chunk_delay = chunk_delay  # seconds between the events of a stream, as a model generating
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._faults: list[_Fault] = []
