@@ -71,6 +71,8 @@ class _Exchange:
 
     def __init__(self, module: Any) -> None:
         self.module = module
+        self.Stream = type("Stream", (_Stream, module.SyncByteStream), {"__module__": __name__})
+        self.AsyncStream = type("AsyncStream", (_AsyncStream, module.AsyncByteStream), {"__module__": __name__})
 
     def respond(self, request: Any, status: int, headers: Any, content: bytes) -> Any:
         kept = [(k, v) for k, v in headers if k.lower() not in _DROP_HEADERS]
@@ -138,146 +140,165 @@ class _Exchange:
         return self.module.Response(200, headers=headers, stream=stream, request=request)
 
 
-@once
-def transports(module: Any) -> tuple[type, type]:
-    """The sync and async caching transports for one HTTP module (httpx or httpx2)."""
-    exchange = _Exchange(module)
+class _Stream:
+    """A byte stream over the engine's chunks (mixed into the HTTP module's SyncByteStream)."""
 
-    class Stream(module.SyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, chunks: Any) -> None:
-            self.chunks = chunks
+    def __init__(self, chunks: Any) -> None:
+        self.chunks = chunks
 
-        def __iter__(self) -> Any:
-            return iter(self.chunks)
+    def __iter__(self) -> Any:
+        return iter(self.chunks)
 
-        def close(self) -> None:
-            getattr(self.chunks, "close", lambda: None)()
+    def close(self) -> None:
+        getattr(self.chunks, "close", lambda: None)()
 
-    class AsyncStream(module.AsyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, chunks: Any) -> None:
-            self.chunks = chunks
 
-        def __aiter__(self) -> Any:
-            return self.chunks.__aiter__()
+class _AsyncStream:
+    """An async byte stream over the engine's chunks (mixed into the module's AsyncByteStream)."""
 
-        async def aclose(self) -> None:
-            close = getattr(self.chunks, "aclose", None)
-            if close is not None:
-                await close()
+    def __init__(self, chunks: Any) -> None:
+        self.chunks = chunks
 
-    class Transport(module.BaseTransport):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any, front: Any, owner: Any) -> None:
-            self.inner, self.front = inner, front
-            self._owner = owner  # keeps the wrapped client's HTTP client (and its transport) open
+    def __aiter__(self) -> Any:
+        return self.chunks.__aiter__()
 
-        def handle_request(self, request: Any) -> Any:
-            route = self.front.route(request)
-            if route is None:
-                return self.inner.handle_request(request)
-            engine = route.engine
-            try:
-                look = engine.lookup((route.endpoint,), route.keyed, **_look(route))
-            except NonDeterministicCallError as exc:
-                raise sdk_error(exc) from None
-            if look.plan is None:
-                return self.inner.handle_request(request)
-            if look.hit is not None and not look.refresh:
-                return exchange.from_cache(request, route, engine.serve(look), look.tier)
-            live: list[Any] = []
-            opened: dict[str, Any] = {}
-            try:
-                if route.streaming:
-                    chunks = engine.stream(look, lambda: self._open(request, opened), **exchange.hooks(route))
-                    return exchange.streamed(request, Stream(chunks), opened, look)
-                value = engine.run(look, lambda: self._fetch(request, route, live))
-            except _Captured as raw:
-                return exchange.respond(request, raw.status, raw.headers, raw.content)
-            return exchange.answer(request, route, value, live, look)
+    async def aclose(self) -> None:
+        close = getattr(self.chunks, "aclose", None)
+        if close is not None:
+            await close()
 
-        def _fetch(self, request: Any, route: Route, live: list[Any]) -> Any:
-            response = self.inner.handle_request(request)
+
+class _Transport:
+    """The sync caching transport (mixed into the HTTP module's BaseTransport)."""
+
+    exchange: _Exchange
+
+    def __init__(self, inner: Any, front: Any, owner: Any) -> None:
+        self.inner, self.front = inner, front
+        self._owner = owner  # keeps the wrapped client's HTTP client (and its transport) open
+
+    def handle_request(self, request: Any) -> Any:
+        route = self.front.route(request)
+        if route is None:
+            return self.inner.handle_request(request)
+        engine, exchange = route.engine, self.exchange
+        try:
+            look = engine.lookup((route.endpoint,), route.keyed, **_look(route))
+        except NonDeterministicCallError as exc:
+            raise sdk_error(exc) from None
+        if look.plan is None:
+            return self.inner.handle_request(request)
+        if look.hit is not None and not look.refresh:
+            return exchange.from_cache(request, route, engine.serve(look), look.tier)
+        live: list[Any] = []
+        opened: dict[str, Any] = {}
+        try:
+            if route.streaming:
+                chunks = engine.stream(look, lambda: self._open(request, opened), **exchange.hooks(route))
+                return exchange.streamed(request, exchange.Stream(chunks), opened, look)
+            value = engine.run(look, lambda: self._fetch(request, route, live))
+        except _Captured as raw:
+            return exchange.respond(request, raw.status, raw.headers, raw.content)
+        return exchange.answer(request, route, value, live, look)
+
+    def _fetch(self, request: Any, route: Route, live: list[Any]) -> Any:
+        response = self.inner.handle_request(request)
+        try:
+            content = response.read()
+        finally:
+            response.close()
+        return self.exchange.capture(route, response.status_code, list(response.headers.multi_items()),
+                                     content, live)
+
+    def _open(self, request: Any, opened: dict[str, Any]) -> Any:
+        response = self.inner.handle_request(request)
+        if not self.exchange.recordable(response):
             try:
                 content = response.read()
             finally:
                 response.close()
-            return exchange.capture(route, response.status_code, list(response.headers.multi_items()), content, live)
+            raise _Captured(response.status_code, list(response.headers.multi_items()), content)
+        opened["response"] = response
 
-        def _open(self, request: Any, opened: dict[str, Any]) -> Any:
-            response = self.inner.handle_request(request)
-            if not exchange.recordable(response):
-                try:
-                    content = response.read()
-                finally:
-                    response.close()
-                raise _Captured(response.status_code, list(response.headers.multi_items()), content)
-            opened["response"] = response
-
-            def source() -> Any:
-                try:
-                    yield from response.stream
-                finally:
-                    response.close()
-            return source()
-
-        def close(self) -> None:
-            """The inner transport belongs to the client that was wrapped: leave it open."""
-
-    class AsyncTransport(module.AsyncBaseTransport):  # type: ignore[misc,name-defined]
-        def __init__(self, inner: Any, front: Any, owner: Any) -> None:
-            self.inner, self.front = inner, front
-            self._owner = owner
-
-        async def handle_async_request(self, request: Any) -> Any:
-            route = self.front.route(request)
-            if route is None:
-                return await self.inner.handle_async_request(request)
-            engine = route.engine
+        def source() -> Any:
             try:
-                look = await engine.alookup((route.endpoint,), route.keyed, **_look(route))
-            except NonDeterministicCallError as exc:
-                raise sdk_error(exc) from None
-            if look.plan is None:
-                return await self.inner.handle_async_request(request)
-            if look.hit is not None and not look.refresh:
-                return exchange.from_cache(request, route, engine.serve(look), look.tier)
-            live: list[Any] = []
-            opened: dict[str, Any] = {}
-            try:
-                if route.streaming:
-                    chunks = await engine.astream(look, lambda: self._open(request, opened), **exchange.hooks(route))
-                    return exchange.streamed(request, AsyncStream(chunks), opened, look)
-                value = await engine.arun(look, lambda: self._fetch(request, route, live))
-            except _Captured as raw:
-                return exchange.respond(request, raw.status, raw.headers, raw.content)
-            return exchange.answer(request, route, value, live, look)
+                yield from response.stream
+            finally:
+                response.close()
+        return source()
 
-        async def _fetch(self, request: Any, route: Route, live: list[Any]) -> Any:
-            response = await self.inner.handle_async_request(request)
+    def close(self) -> None:
+        """The inner transport belongs to the client that was wrapped: leave it open."""
+
+
+class _AsyncTransport:
+    """The async caching transport (mixed into the HTTP module's AsyncBaseTransport)."""
+
+    exchange: _Exchange
+
+    def __init__(self, inner: Any, front: Any, owner: Any) -> None:
+        self.inner, self.front = inner, front
+        self._owner = owner
+
+    async def handle_async_request(self, request: Any) -> Any:
+        route = self.front.route(request)
+        if route is None:
+            return await self.inner.handle_async_request(request)
+        engine, exchange = route.engine, self.exchange
+        try:
+            look = await engine.alookup((route.endpoint,), route.keyed, **_look(route))
+        except NonDeterministicCallError as exc:
+            raise sdk_error(exc) from None
+        if look.plan is None:
+            return await self.inner.handle_async_request(request)
+        if look.hit is not None and not look.refresh:
+            return exchange.from_cache(request, route, engine.serve(look), look.tier)
+        live: list[Any] = []
+        opened: dict[str, Any] = {}
+        try:
+            if route.streaming:
+                chunks = await engine.astream(look, lambda: self._open(request, opened), **exchange.hooks(route))
+                return exchange.streamed(request, exchange.AsyncStream(chunks), opened, look)
+            value = await engine.arun(look, lambda: self._fetch(request, route, live))
+        except _Captured as raw:
+            return exchange.respond(request, raw.status, raw.headers, raw.content)
+        return exchange.answer(request, route, value, live, look)
+
+    async def _fetch(self, request: Any, route: Route, live: list[Any]) -> Any:
+        response = await self.inner.handle_async_request(request)
+        try:
+            content = await response.aread()
+        finally:
+            await response.aclose()
+        return self.exchange.capture(route, response.status_code, list(response.headers.multi_items()),
+                                     content, live)
+
+    async def _open(self, request: Any, opened: dict[str, Any]) -> Any:
+        response = await self.inner.handle_async_request(request)
+        if not self.exchange.recordable(response):
             try:
                 content = await response.aread()
             finally:
                 await response.aclose()
-            return exchange.capture(route, response.status_code, list(response.headers.multi_items()), content, live)
+            raise _Captured(response.status_code, list(response.headers.multi_items()), content)
+        opened["response"] = response
 
-        async def _open(self, request: Any, opened: dict[str, Any]) -> Any:
-            response = await self.inner.handle_async_request(request)
-            if not exchange.recordable(response):
-                try:
-                    content = await response.aread()
-                finally:
-                    await response.aclose()
-                raise _Captured(response.status_code, list(response.headers.multi_items()), content)
-            opened["response"] = response
+        async def source() -> Any:
+            try:
+                async for data in response.stream:
+                    yield data
+            finally:
+                await response.aclose()
+        return source()
 
-            async def source() -> Any:
-                try:
-                    async for data in response.stream:
-                        yield data
-                finally:
-                    await response.aclose()
-            return source()
+    async def aclose(self) -> None:
+        """The inner transport belongs to the client that was wrapped: leave it open."""
 
-        async def aclose(self) -> None:
-            """The inner transport belongs to the client that was wrapped: leave it open."""
 
-    return Transport, AsyncTransport
+@once
+def transports(module: Any) -> tuple[type, type]:
+    """The sync and async caching transports for one HTTP module (httpx or httpx2)."""
+    exchange = _Exchange(module)
+    shared = {"exchange": exchange, "__module__": __name__}
+    return (type("Transport", (_Transport, module.BaseTransport), dict(shared)),
+            type("AsyncTransport", (_AsyncTransport, module.AsyncBaseTransport), dict(shared)))

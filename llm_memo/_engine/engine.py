@@ -18,9 +18,6 @@ import asyncio
 import inspect
 import itertools
 import logging
-import math
-import random
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
@@ -33,6 +30,7 @@ from .flight import AsyncFlights, Flights
 from .flow import BODY, Flow, adrive, drive, io, lease, sleep
 from .options import CallOptions, current_options
 from .plan import Plan, Planner
+from .refresh import EarlyRefresh
 from .stats import Accounts
 from .streams import AsyncSharedStream, SharedStream, StreamFlights, areplay, replay
 
@@ -69,14 +67,6 @@ async def _aiter(source: Any) -> Any:
     return await source if inspect.isawaitable(source) else source
 
 
-def _renewed(found: Hit | None, hit: Hit) -> Hit | None:
-    """`found` when it is a newer copy of `hit`'s entry (due for refresh, so it has an expiry), one that
-    expires later: another process refreshed it."""
-    if found is None or (found.expires_at is not None and found.expires_at <= (hit.expires_at or 0.0)):
-        return None
-    return found
-
-
 def _seconds(name: str, value: object, hint: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
         raise ValueError(f"{name} must be {hint}; got {name}={value!r}")
@@ -95,15 +85,13 @@ class Engine:
         self.function = self.planner.function
         self.accounts = Accounts(self.function)
         self.lease = _seconds("lease", lease, "seconds >= 0 (0 turns cross-process single-flight off)")
-        self.early_refresh = _seconds("early_refresh", early_refresh,
-                                      "a number >= 0 (XFetch's beta: 1.0 is usual, 0 turns it off)")
+        beta = _seconds("early_refresh", early_refresh, "a number >= 0 (XFetch's beta: 1.0 is usual, 0 turns it off)")
+        self.refresher = EarlyRefresh(beta) if beta else None
         self.flights = Flights()
         self.aflights = AsyncFlights()
         self.streams = StreamFlights()
         self._generations = itertools.count(1)
         self._stored = 0  # changes whenever this engine stores: a miss then checks memory again
-        self._refreshing: set[str] = set()  # keys this process is refreshing early
-        self._refreshing_lock = threading.Lock()
         # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
         self.semantic = semantic.attach(self) if semantic is not None else None
 
@@ -186,7 +174,7 @@ class Engine:
         if look.plan is None:
             return compute()
         if look.hit is not None:
-            return drive(self._refresh(look), compute) if look.refresh else self.serve(look)
+            return drive(self.refresher.flow(self, look), compute) if look.refresh else self.serve(look)
         look.body = compute
         value, led = self.flights.run(look.key, lambda: drive(self._miss(look), look.compute or compute))
         return self._settle(look, value, led)
@@ -196,7 +184,7 @@ class Engine:
         if look.plan is None:
             return await compute()
         if look.hit is not None:
-            return await adrive(self._refresh(look), compute) if look.refresh else self.serve(look)
+            return await adrive(self.refresher.flow(self, look), compute) if look.refresh else self.serve(look)
         look.body = compute
         value, led = await self.aflights.run(look.key, lambda: adrive(self._miss(look), look.compute or compute))
         return self._settle(look, value, led)
@@ -250,33 +238,6 @@ class Engine:
 
         return await self.streams.ajoin(look.key, lead, lambda: self._follow(look))
 
-    # ---- the decorator's drivers --------------------------------------------------------------
-
-    def call(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        look = self.lookup(args, kwargs, instance)
-        if look.hit is not None and not look.refresh:
-            return self.serve(look)
-        return self.run(look, lambda: wrapped(*args, **kwargs))
-
-    async def acall(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
-        look = await self.alookup(args, kwargs, instance)
-        return await self.arun(look, lambda: wrapped(*args, **kwargs))
-
-    def call_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> Any:
-        look = self.lookup(args, kwargs, instance, stream=True)
-        return self.stream(look, lambda: wrapped(*args, **kwargs))
-
-    def call_async_generator(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                             kwargs: dict[str, Any]) -> Any:
-        """The lookup happens on first iteration, in the consumer's event loop."""
-        async def chunks() -> AsyncIterator[Any]:
-            look = await self.alookup(args, kwargs, instance, stream=True)
-            async for chunk in await self.astream(look, lambda: wrapped(*args, **kwargs)):
-                yield chunk
-        return chunks()
-
     # ---- the flow ------------------------------------------------------------------------------
 
     def _start(self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -293,8 +254,8 @@ class Engine:
         look = Lookup(cache, plan, controls, self._stored)
         if controls.read:
             look.hit = cache.get_memory(plan.key, self.accounts.counters)
-            if look.hit is not None and self.early_refresh and not stream:
-                look.refresh = self._due(cache, look.hit) and self._claim_refresh(plan.key)
+            if look.hit is not None and self.refresher is not None and not stream:
+                look.refresh = self.refresher.claim(cache, look.hit, plan.key)
         return look
 
     def _bypass(self, why: str, arguments: dict[str, Any]) -> Lookup:
@@ -309,8 +270,8 @@ class Engine:
         assert cache is not None and plan is not None
         look.hit = yield io(cache.get_lower, look.key, self.accounts.counters)
         if look.hit is not None:
-            if self.early_refresh and not stream:
-                look.refresh = self._due(cache, look.hit) and self._claim_refresh(look.key)
+            if self.refresher is not None and not stream:
+                look.refresh = self.refresher.claim(cache, look.hit, look.key)
         elif self.semantic is not None and not stream:
             def body(*_: Any, **__: Any) -> Any:
                 return look.body()  # the compute `run` is given; semantic mode wraps it to learn
@@ -453,48 +414,3 @@ class Engine:
                 cache.release(key, token, failed)
 
         return complete, ended
-
-    # ---- early refresh (XFetch: Vattani, Chierichetti and Lowenstein, VLDB 2015) ------------
-
-    def _due(self, cache: Cache, hit: Hit) -> bool:
-        """Whether this hit should recompute: certain at expiry, likelier the nearer expiry is and the
-        longer the call took (``now - latency * beta * ln(U) >= expires_at``, U uniform in (0, 1])."""
-        if hit.expires_at is None or hit.latency <= 0:
-            return False
-        return cache.clock() - hit.latency * self.early_refresh * math.log(1.0 - random.random()) >= hit.expires_at
-
-    def _claim_refresh(self, key: str) -> bool:
-        """Take the early refresh of `key` for this caller, unless another thread of this process has it."""
-        with self._refreshing_lock:
-            if key in self._refreshing:
-                return False
-            self._refreshing.add(key)
-            return True
-
-    def _refresh(self, look: Lookup) -> Flow[Any]:
-        """Recompute and store a hit's value unless another process holds its lease; the stored answer
-        when it does, or when the call fails (the entry is still live: a refresh never costs a caller)."""
-        cache, key, hit = look.cache, look.key, look.hit
-        assert cache is not None and hit is not None
-        token = None
-        try:
-            token = (yield lease(cache, key, self.lease))[0] if self.lease else None
-            renewed = _renewed((yield io(cache.get_lower, key)), hit) if token is not None else None
-            if renewed is not None or (self.lease and token is None):
-                return self._found(look, renewed or hit)
-            start = time.perf_counter()
-            try:
-                value = yield BODY
-            except Exception as exc:
-                logger.warning("llm_memo: early refresh of %s failed (%s: %s); serving the stored answer, "
-                               "which is still live", self.function, type(exc).__name__, exc)
-                return self.serve(look)
-            yield io(self._store, look, value, time.perf_counter() - start, self._lifetime(look))
-            return value
-        finally:
-            try:
-                if token is not None:
-                    yield io(cache.release, key, token)
-            finally:  # even when interrupted while giving the lease back
-                with self._refreshing_lock:
-                    self._refreshing.discard(key)
