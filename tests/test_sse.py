@@ -18,6 +18,7 @@ from llm_memo._logic.wire import (
     response_events,
     to_sse,
 )
+from llm_memo.testing.payloads import _split as server_pieces
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -29,6 +30,8 @@ words = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 nonempty = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
 ids = st.text("abcdefXYZ0123456789", min_size=1, max_size=12)
 finish_reasons = st.sampled_from(["stop", "length", "tool_calls", "content_filter"])
+# How text is cut into stream pieces: the replay's default, the local server's words, characters.
+splitters = st.sampled_from([None, server_pieces, list])
 
 
 @st.composite
@@ -104,10 +107,10 @@ def output_text(response: dict[str, Any]) -> str:
 # ---- chat: chunks <-> completion ---------------------------------------------------------------
 
 @FAST
-@given(completions())
-def test_assemble_chat_round_trips_chat_chunks(completion: dict[str, Any]) -> None:
+@given(completions(), splitters)
+def test_assemble_chat_round_trips_chat_chunks(completion: dict[str, Any], split: Any) -> None:
     original = copy.deepcopy(completion)
-    chunks = chat_chunks(completion)
+    chunks = chat_chunks(completion) if split is None else chat_chunks(completion, split)
     assert completion == original  # synthesis does not touch the stored answer
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assembled = assemble_chat(orjson.loads(orjson.dumps(chunks)))
@@ -136,6 +139,9 @@ def test_chat_chunks_carry_usage_last_and_finish_once_per_choice(completion: dic
         assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == completion["usage"]
     finishes = [(p["index"], p["finish_reason"]) for c in chunks for p in c["choices"] if p.get("finish_reason")]
     assert sorted(finishes) == sorted((c["index"], c["finish_reason"]) for c in completion["choices"])
+    for choice in completion["choices"]:  # on the choice's last chunk, as a truncated stream shows none
+        parts = [p for c in chunks for p in c["choices"] if p["index"] == choice["index"]]
+        assert [p["finish_reason"] for p in parts] == [None] * (len(parts) - 1) + [choice["finish_reason"]]
 
 
 def test_assemble_chat_of_real_provider_chunks() -> None:
@@ -316,10 +322,11 @@ def test_sse_parser_terminal_response_events_finish_the_stream() -> None:
 # ---- responses: response -> events ---------------------------------------------------------------
 
 @FAST
-@given(responses())
-def test_response_events_end_with_the_response_and_deltas_join_to_its_text(response: dict[str, Any]) -> None:
+@given(responses(), splitters)
+def test_response_events_end_with_the_response_and_deltas_join_to_its_text(response: dict[str, Any],
+                                                                          split: Any) -> None:
     original = copy.deepcopy(response)
-    events = response_events(response)
+    events = response_events(response) if split is None else response_events(response, split)
     assert response == original
     assert events[0]["type"] == "response.created"
     assert events[0]["response"]["status"] == "in_progress"

@@ -1,7 +1,8 @@
 """Canonical, type-tagged encoding of argument values to bytes, for cache keys.
 
 The encoding is JSON (orjson, keys sorted) over a tree in which every value that JSON
-cannot say unambiguously is replaced by a tagged node ``{"\\u0000": tag, "v": payload}``.
+cannot say unambiguously is replaced by a tagged node ``{"\\u0000": tag, "v": payload}``,
+spelled as stored values spell it where the two meet (the table in `tags`).
 A user dict that itself contains the key ``"\\u0000"`` is tagged too, so a tag can never be
 forged by data. Plain JSON-native trees (the common case: strings, message lists) skip
 the conversion and go to orjson as they are, which keeps the hit path fast; an encoding
@@ -32,26 +33,21 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
-import decimal
 import enum
-import pathlib
 import pickle
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from .._errors import UnkeyableArgumentError
+from .tags import TAG, TYPES, bytes_tree, float_tree, int_tree, str_tree, tagged
 
 __all__ = ["MAX_DEPTH", "encode", "encode_arguments", "is_plain", "register_encoder", "to_tree"]
 
 MAX_DEPTH = 254  # orjson refuses deeper lists and dicts, so both paths agree
-TAG = "\x00"
-_I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 _OPTS = orjson.OPT_SORT_KEYS
 _FAST_OPTS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
               | orjson.OPT_PASSTHROUGH_DATETIME)
@@ -213,37 +209,8 @@ def to_tree(value: Any, name: str = "argument") -> Any:
         raise UnkeyableArgumentError(name, type(value).__qualname__, "nested too deeply") from exc
 
 
-def _tagged(tag: str, payload: Any) -> dict[str, Any]:
-    return {TAG: tag, "v": payload}
-
-
 def _class_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _float_tree(value: float) -> Any:
-    if value - value == 0.0:
-        return float(value)
-    if value != value:
-        return _tagged("float", "nan")
-    return _tagged("float", "inf" if value > 0 else "-inf")
-
-
-def _int_tree(value: int) -> Any:
-    return value if _I64_MIN <= value <= _U64_MAX else _tagged("int", str(value))
-
-
-def _bytes_tree(value: bytes) -> Any:
-    return _tagged("bytes", base64.b64encode(value).decode("ascii"))
-
-
-def _str_tree(value: str) -> Any:
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:  # lone surrogates: keep every code point, distinctly
-        raw = value.encode("utf-8", "surrogatepass")
-        return _tagged("str", base64.b64encode(raw).decode("ascii"))
 
 
 def _exact_bytes(value: bytes) -> bytes:
@@ -254,11 +221,11 @@ def _exact_bytes(value: bytes) -> bytes:
 
 # (base, read the plain value without calling anything a subclass overrides, tree of that value)
 _SCALARS: tuple[tuple[type, Callable[[Any], Any], Callable[[Any], Any]], ...] = (
-    (str, str.__str__, _str_tree),
-    (int, int.__int__, _int_tree),
-    (float, float.__float__, _float_tree),
-    (bytes, _exact_bytes, _bytes_tree),
-    (bytearray, lambda v: bytes(bytearray.copy(v)), _bytes_tree),
+    (str, str.__str__, str_tree),
+    (int, int.__int__, int_tree),
+    (float, float.__float__, float_tree),
+    (bytes, _exact_bytes, bytes_tree),
+    (bytearray, lambda v: bytes(bytearray.copy(v)), bytes_tree),
 )
 _SCALAR_BASES = tuple(base for base, _, _ in _SCALARS)
 
@@ -269,7 +236,7 @@ def _subclass_tree(value: Any) -> Any:
     plain = tree(read(value))
     if _is_numpy_scalar(value):  # numpy.float64(0.5) is numpy's spelling of 0.5
         return plain
-    return _tagged("subclass", [_class_name(type(value)), plain])
+    return tagged("subclass", [_class_name(type(value)), plain])
 
 
 def _is_numpy_scalar(value: Any) -> bool:
@@ -294,16 +261,16 @@ class _Converter:
             return value
         if isinstance(value, enum.Enum):  # before int/str: IntEnum and StrEnum are subclasses
             member = self.convert(value.value, f"{path}.value", depth + 1)
-            return _tagged("enum", [_class_name(type(value)), member])
+            return tagged("enum", [_class_name(type(value)), member])
         cls = type(value)
         if cls is str:
-            return _str_tree(value)
+            return str_tree(value)
         if cls is int:
-            return _int_tree(value)
+            return int_tree(value)
         if cls is float:
-            return _float_tree(value)
+            return float_tree(value)
         if cls is bytes or cls is bytearray or cls is memoryview:
-            return _bytes_tree(bytes(value))
+            return bytes_tree(bytes(value))
         if isinstance(value, _SCALAR_BASES):
             return _subclass_tree(value)
         return self.convert_object(value, path, depth)
@@ -328,24 +295,24 @@ class _Converter:
             return self.convert_dict(value, path, depth)
         if isinstance(value, (set, frozenset)):
             items = [self.convert(v, f"{path}{{}}", depth) for v in value]
-            return _tagged("set", sorted(items, key=lambda t: self.sort_key(t, path, value)))
+            return tagged("set", sorted(items, key=lambda t: self.sort_key(t, path, value)))
         encoder = _find_encoder(type(value))
         if encoder is not None:
             custom = self.convert(encoder(value), path, depth)
-            return _tagged("ext", [_class_name(type(value)), custom])
+            return tagged("ext", [_class_name(type(value)), custom])
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-            return _tagged("dataclass", [_class_name(type(value)), self.convert_dict(fields, path, depth)])
+            return tagged("dataclass", [_class_name(type(value)), self.convert_dict(fields, path, depth)])
         model = _pydantic_data(value)
         if model is not None:
             fields, extra = model
             payload = [_class_name(type(value)), self.convert_dict(fields, path, depth)]
             if extra is not None:  # only models that take extras: every other model keeps its key
                 payload.append(self.convert_dict(extra, path, depth))
-            return _tagged("pydantic", payload)
+            return tagged("pydantic", payload)
         np = sys.modules.get("numpy")  # never import it: only its instances need it
         if np is not None and isinstance(value, np.ndarray) and value.dtype.hasobject:
-            return _tagged("ndarray-object", [list(value.shape), self.convert(value.tolist(), path, depth)])
+            return tagged("ndarray-object", [list(value.shape), self.convert(value.tolist(), path, depth)])
         array = _numpy_tree(np, value)
         if array is not None:
             return array
@@ -359,7 +326,7 @@ class _Converter:
             for k, v in value.items()
         ]
         pairs.sort(key=lambda kv: self.sort_key(kv[0], path, value))
-        return _tagged("dict", pairs)
+        return tagged("dict", pairs)
 
     def sort_key(self, tree: Any, path: str, value: Any) -> bytes:
         try:
@@ -380,22 +347,10 @@ def _plain_key(key: Any) -> bool:
 
 
 def _scalar_tree(value: Any) -> Any:
-    """Tagged trees for the standard library's value types, or None."""
-    if isinstance(value, dt.datetime):
-        return _tagged("datetime", value.isoformat())
-    if isinstance(value, dt.date):
-        return _tagged("date", value.isoformat())
-    if isinstance(value, dt.time):
-        return _tagged("time", value.isoformat())
-    if isinstance(value, dt.timedelta):
-        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
-    if isinstance(value, decimal.Decimal):
-        return _tagged("decimal", str(value))
-    if isinstance(value, uuid.UUID):
-        return _tagged("uuid", str(value))
-    if isinstance(value, pathlib.PurePath):
-        flavour = "windows" if isinstance(value, pathlib.PureWindowsPath) else "posix"
-        return _tagged("path", [flavour, str(value)])
+    """The tagged tree of a standard-library value type, or None."""
+    for row in TYPES:
+        if isinstance(value, row.cls):
+            return row.key_tree(value)
     return None
 
 
@@ -432,7 +387,7 @@ def _numpy_tree(np: Any, value: Any) -> Any:
         return None
     if isinstance(value, np.ndarray):
         data = np.ascontiguousarray(value).tobytes()
-        return _tagged("ndarray", [value.dtype.str, list(value.shape), base64.b64encode(data).decode("ascii")])
+        return tagged("ndarray", [value.dtype.str, list(value.shape), base64.b64encode(data).decode("ascii")])
     if isinstance(value, np.generic):
-        return _tagged("numpy", [value.dtype.str, base64.b64encode(value.tobytes()).decode("ascii")])
+        return tagged("numpy", [value.dtype.str, base64.b64encode(value.tobytes()).decode("ascii")])
     return None

@@ -14,7 +14,8 @@ binding and the signature: still read, trusting where it was found, never writte
 
 Values are tagged JSON: JSON-native data as it is, everything else as
 ``{"\\u0000": tag, "v": payload}`` (tuples, bytes, sets, dates, Decimal, UUID, paths,
-Enum members, dataclasses and pydantic models, extra fields included). A class is rebuilt
+Enum members, dataclasses and pydantic models, extra fields included), each type spelled as
+keys spell it (the table in `tags`). A class is rebuilt
 only if `_trust` allows it; a refusal is an `UntrustedClass`, raised before anything is
 imported. Pickle is used only when the cache was built with ``allow_pickle=True``.
 """
@@ -23,24 +24,21 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import datetime as dt
-import decimal
 import enum
 import functools
 import hashlib
 import hmac
 import math
-import pathlib
 import struct
 import sys
-import uuid
 import zlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
 
-from .canonical import TAG, is_plain
+from .canonical import is_plain
+from .tags import BY_CLASS, DECODERS, TAG, float_tree, int_tree, str_tree, tagged
 from .trust import UntrustedClass, produced, sdk_base, trusted
 
 __all__ = [
@@ -111,7 +109,7 @@ def encode_value(value: Any, *, allow_pickle: bool = False) -> tuple[bytes, int]
         import pickle  # only with allow_pickle=True
 
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        return orjson.dumps({TAG: "pickle", "v": base64.b64encode(data).decode("ascii")}), FLAG_PICKLE
+        return orjson.dumps(tagged("pickle", base64.b64encode(data).decode("ascii"))), FLAG_PICKLE
 
 
 def decode_value(data: bytes, flags: int = 0, *, allow_pickle: bool = False) -> Any:
@@ -127,60 +125,42 @@ def decode_value(data: bytes, flags: int = 0, *, allow_pickle: bool = False) -> 
         raise CorruptEntry(f"undecodable value: {exc}") from None
 
 
-def _tag(tag: str, payload: Any) -> dict[str, Any]:
-    return {TAG: tag, "v": payload}
-
-
 def _to_json(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, enum.Enum):
-        return _tag("enum", [produced(type(value)), _to_json(value.value)])
-    if type(value) is str:
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            return _tag("str", base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii"))
-    if type(value) is int:
-        return value if -(2**63) <= value < 2**64 else _tag("int", str(value))
-    if type(value) is float:
-        return value if math.isfinite(value) else _tag("float", repr(value))
-    if type(value) is list:
+        return tagged("enum", [produced(type(value)), _to_json(value.value)])
+    cls = type(value)
+    if cls is str:
+        return str_tree(value)
+    if cls is int:
+        return int_tree(value)
+    if cls is float:
+        return float_tree(value)
+    if cls is list:
         return [_to_json(v) for v in value]
-    if type(value) is tuple:
-        return _tag("tuple", [_to_json(v) for v in value])
-    if type(value) is dict:
+    if cls is tuple:
+        return tagged("tuple", [_to_json(v) for v in value])
+    if cls is dict:
         if TAG not in value and all(type(k) is str for k in value):
             return {k: _to_json(v) for k, v in value.items()}
-        return _tag("dict", [[_to_json(k), _to_json(v)] for k, v in value.items()])
+        return tagged("dict", [[_to_json(k), _to_json(v)] for k, v in value.items()])
     return _object_to_json(value)
 
 
 def _object_to_json(value: Any) -> Any:
-    simple = {
-        bytes: lambda v: _tag("bytes", base64.b64encode(v).decode("ascii")),
-        set: lambda v: _tag("set", [_to_json(x) for x in v]),
-        frozenset: lambda v: _tag("frozenset", [_to_json(x) for x in v]),
-        dt.datetime: lambda v: _tag("datetime", v.isoformat()),
-        dt.date: lambda v: _tag("date", v.isoformat()),
-        dt.time: lambda v: _tag("time", v.isoformat()),
-        dt.timedelta: lambda v: _tag("timedelta", [v.days, v.seconds, v.microseconds]),
-        decimal.Decimal: lambda v: _tag("decimal", str(v)),
-        uuid.UUID: lambda v: _tag("uuid", str(v)),
-        pathlib.PurePosixPath: lambda v: _tag("path", ["posix", str(v)]),
-        pathlib.PosixPath: lambda v: _tag("path", ["local", str(v)]),
-        pathlib.PureWindowsPath: lambda v: _tag("path", ["windows", str(v)]),
-    }.get(type(value))
-    if simple is not None:
-        return simple(value)
     cls = type(value)
+    row = BY_CLASS.get(cls)
+    if row is not None:
+        return tagged(row.tag, row.payload(value))
+    if cls is set or cls is frozenset:
+        return tagged(cls.__name__, [_to_json(x) for x in value])
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return _tag("dataclass", [produced(cls), fields])
+        return tagged("dataclass", [produced(cls), fields])
     pydantic = sys.modules.get("pydantic")
     if pydantic is not None and isinstance(value, pydantic.BaseModel):
-        return _tag("pydantic", [produced(cls), _model_fields(value)])
+        return tagged("pydantic", [produced(cls), _model_fields(value)])
     raise UnencodableValue(f"{cls.__module__}.{cls.__qualname__}")
 
 
@@ -216,10 +196,13 @@ def _from_json(node: Any, allow_pickle: bool) -> Any:
         return pickle.loads(base64.b64decode(payload))
     if tag in ("enum", "dataclass", "pydantic"):
         return _rebuild(tag, payload, allow_pickle)
-    decoder = _DECODERS.get(tag)
-    if decoder is None:
+    scalar = DECODERS.get(tag)
+    if scalar is not None:
+        return scalar(payload)
+    items = _CONTAINERS.get(tag)
+    if items is None:
         raise CorruptEntry(f"unknown value tag {tag!r}")
-    return decoder(payload, allow_pickle)
+    return items(payload, allow_pickle)
 
 
 def _rebuild(tag: str, payload: Any, allow_pickle: bool) -> Any:
@@ -242,26 +225,12 @@ def _items(payload: Any, allow_pickle: bool) -> list[Any]:
     return [_from_json(v, allow_pickle) for v in payload]
 
 
-_DECODERS: dict[str, Any] = {
-    "str": lambda p, a: base64.b64decode(p).decode("utf-8", "surrogatepass"),
-    "int": lambda p, a: int(p),
-    "float": lambda p, a: float(p),
+_CONTAINERS: dict[str, Any] = {
     "tuple": lambda p, a: tuple(_items(p, a)),
     "dict": lambda p, a: {_hashable(_from_json(k, a)): _from_json(v, a) for k, v in p},
-    "bytes": lambda p, a: base64.b64decode(p),
     "set": lambda p, a: set(map(_hashable, _items(p, a))),
     "frozenset": lambda p, a: frozenset(map(_hashable, _items(p, a))),
-    "datetime": lambda p, a: dt.datetime.fromisoformat(p),
-    "date": lambda p, a: dt.date.fromisoformat(p),
-    "time": lambda p, a: dt.time.fromisoformat(p),
-    "timedelta": lambda p, a: dt.timedelta(days=p[0], seconds=p[1], microseconds=p[2]),
-    "decimal": lambda p, a: decimal.Decimal(p),
-    "uuid": lambda p, a: uuid.UUID(p),
-    "path": lambda p, a: _PATHS[p[0]](p[1]),
 }
-
-
-_PATHS = {"posix": pathlib.PurePosixPath, "windows": pathlib.PureWindowsPath, "local": pathlib.Path}
 
 
 def _hashable(value: Any) -> Any:

@@ -1,5 +1,6 @@
 """OpenAI wire formats, as pure functions: SSE parsing, stream <-> final object, and
-which answers are fit to store.
+which answers are fit to store. The openai adapter and the local server stream with the
+same `chat_chunks` and `response_events`.
 
 The cache keeps one form per answer, the final object (a chat completion or a
 Responses `response`), whatever shape the call had. A streamed call is assembled into
@@ -9,8 +10,7 @@ answer serves both `stream=True` and `stream=False` callers.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ __all__ = [
     "to_sse",
 ]
 
-_PIECES = 4  # chunks a replayed answer is split into: enough for a stream-shaped consumer
+Split = Callable[[str], Iterable[str]]  # cuts a text into stream pieces that join back to it
 
 
 class SSEParser:
@@ -72,6 +72,12 @@ def to_sse(events: list[Any], *, done: bool) -> bytes:
     if done:
         lines.append(b"data: [DONE]\n\n")
     return b"".join(lines)
+
+
+def _quarters(text: str) -> list[str]:
+    """`text` in four pieces: enough for a stream-shaped consumer, few for a fast replay."""
+    step = max(1, -(-len(text) // 4))
+    return [text[start:start + step] for start in range(0, len(text), step)]
 
 
 # ---- chat completions ---------------------------------------------------------------
@@ -148,48 +154,56 @@ def _merge_tool_call(target: dict[str, Any], call: dict[str, Any]) -> None:
             target.setdefault(key, value)
 
 
-def chat_chunks(completion: dict[str, Any]) -> list[dict[str, Any]]:
-    """Stream chunks carrying the same text, tool calls, finish reasons and usage."""
+def chat_chunks(completion: dict[str, Any], split: Split = _quarters) -> list[dict[str, Any]]:
+    """Stream chunks carrying the same text, tool calls, finish reasons and usage.
+
+    `split` cuts text and tool arguments into pieces (default: four). A choice's finish
+    reason, logprobs and the like ride on its last chunk and are null on the others.
+    """
     head = {k: v for k, v in completion.items() if k not in ("choices", "usage", "object")}
     head["object"] = "chat.completion.chunk"
     chunks = []
     for choice in completion.get("choices") or ():
         index = choice.get("index", 0)
-        message = choice.get("message") or {}
-        extra = {k: v for k, v in message.items() if k not in ("role", "content", "tool_calls") and v is not None}
-        chunks.append({**head, "choices": [{"index": index, "delta": {"role": "assistant", "content": "", **extra},
-                                             "finish_reason": None}]})
-        for piece in _split(message.get("content") or ""):
-            chunks.append({**head, "choices": [{"index": index, "delta": {"content": piece}, "finish_reason": None}]})
-        calls = message.get("tool_calls")
-        if calls:
-            delta = {"tool_calls": [{**call, "index": i} for i, call in enumerate(calls)]}
-            chunks.append({**head, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
         tail = {k: v for k, v in choice.items() if k not in ("index", "message")}
-        chunks.append({**head, "choices": [{"index": index, "delta": {}, **tail}]})
+        pending = {**dict.fromkeys(tail), "finish_reason": None}
+        deltas = _chat_deltas(choice.get("message") or {}, split)
+        for n, delta in enumerate(deltas, 1):
+            chunks.append({**head, "choices": [{"index": index, "delta": delta,
+                                                **(tail if n == len(deltas) else pending)}]})
     if completion.get("usage") is not None:
         chunks.append({**head, "choices": [], "usage": completion["usage"]})
     return chunks
 
 
-def _split(text: str) -> Iterator[str]:
-    if not text:
-        return
-    step = max(1, -(-len(text) // _PIECES))
-    for start in range(0, len(text), step):
-        yield text[start:start + step]
+def _chat_deltas(message: dict[str, Any], split: Split) -> list[dict[str, Any]]:
+    """The role (with any other field whole), the text, then per tool call its name and its arguments."""
+    content = message.get("content")
+    extra = {k: v for k, v in message.items() if k not in ("role", "content", "tool_calls") and v is not None}
+    deltas = [{"role": "assistant", "content": None if content is None else "", **extra}]
+    deltas += [{"content": piece} for piece in (split(content) if content else ())]
+    for i, call in enumerate(message.get("tool_calls") or ()):
+        function = call.get("function")
+        if not isinstance(function, dict):  # not a function call: sent whole
+            deltas.append({"tool_calls": [{**call, "index": i}]})
+            continue
+        deltas.append({"tool_calls": [{**call, "index": i, "function": {**function, "arguments": ""}}]})
+        arguments = function.get("arguments") or ""
+        deltas += [{"tool_calls": [{"index": i, "function": {"arguments": piece}}]}
+                   for piece in (split(arguments) if arguments else ())]
+    return deltas
 
 
 # ---- responses ----------------------------------------------------------------------
 
-def response_events(response: dict[str, Any]) -> list[dict[str, Any]]:
-    """The typed Responses stream events that build up `response`."""
+def response_events(response: dict[str, Any], split: Split = _quarters) -> list[dict[str, Any]]:
+    """The typed Responses stream events that build up `response`, text cut by `split` (default: four)."""
     events: list[dict[str, Any]] = []
 
     def emit(kind: str, **fields: Any) -> None:
         events.append({"type": kind, "sequence_number": len(events), **fields})
 
-    pending = {**copy.deepcopy(response), "status": "in_progress", "output": []}
+    pending = {**response, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
     emit("response.created", response=pending)
     emit("response.in_progress", response=pending)
     for index, item in enumerate(response.get("output") or ()):
@@ -203,9 +217,10 @@ def response_events(response: dict[str, Any]) -> list[dict[str, Any]]:
             where = {"item_id": item.get("id"), "output_index": index, "content_index": part_index}
             emit("response.content_part.added", **where, part={**part, "text": ""} if "text" in part else part)
             if part.get("type") == "output_text":
-                for piece in _split(part.get("text") or ""):
+                text = part.get("text") or ""
+                for piece in split(text) if text else ():
                     emit("response.output_text.delta", **where, delta=piece, logprobs=[])
-                emit("response.output_text.done", **where, text=part.get("text") or "", logprobs=[])
+                emit("response.output_text.done", **where, text=text, logprobs=[])
             emit("response.content_part.done", **where, part=part)
         emit("response.output_item.done", output_index=index, item=item)
     emit("response.completed" if response.get("status") != "incomplete" else "response.incomplete",

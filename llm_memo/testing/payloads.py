@@ -2,7 +2,8 @@
 
 At temperature 0 an answer is a pure function of the model and the prompt (sha256, so it is the
 same in every process); above 0 it is random unless ``seed`` is given. This module builds the JSON
-bodies and the SSE event objects; ``_server`` sends them. Standard library only, like ``_server``.
+bodies; streams are cut from them by the wire shapes the openai adapter replays with
+(``_logic.wire``), and ``server`` sends both. Standard library and pure logic only, like ``server``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import secrets
 import string
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .._logic.wire import chat_chunks, response_events
+
 __all__ = [
-    "PROVIDER", "BadRequest", "Turn", "cache_prefix", "chat_chunks", "chat_head", "chat_json", "embeddings",
-    "error_body", "plan_chat", "plan_responses", "require_model", "response_events", "response_json",
+    "PROVIDER", "BadRequest", "Turn", "cache_prefix", "chat_head", "chat_json", "chat_stream", "embeddings",
+    "error_body", "plan_chat", "plan_responses", "require_model", "response_json", "response_stream",
 ]
 
 PROVIDER = "LocalProvider"
@@ -316,27 +318,13 @@ def chat_json(turn: Turn, head: _JSON, openrouter: bool) -> _JSON:
     return {**head, "object": "chat.completion", "choices": [choice], "usage": _chat_usage(turn, openrouter)}
 
 
-def chat_chunks(turn: Turn, head: _JSON, openrouter: bool, include_usage: bool) -> Iterator[_JSON]:
-    """Role chunk, content (or tool-argument) chunks, finish on the last one, then usage."""
-    first: _JSON
-    deltas: list[_JSON]
-    if turn.tool_call:
-        call = turn.tool_call
-        first = {"role": "assistant", "content": None, "tool_calls": [
-            {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": ""}}]}
-        deltas = [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in _split(call["arguments"])]
-    else:
-        first = {"role": "assistant", "content": "", "refusal": None}
-        deltas = [{"content": p} for p in _split(turn.text or "")]
-    for i, delta in enumerate([first, *deltas]):
-        finish = turn.finish if i == len(deltas) else None
-        choice: _JSON = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        if openrouter:
-            choice["native_finish_reason"] = finish
-        yield {**head, "object": "chat.completion.chunk", "choices": [choice],
-               **({"usage": None} if include_usage and not openrouter else {})}
-    if include_usage:
-        yield {**head, "object": "chat.completion.chunk", "choices": [], "usage": _chat_usage(turn, openrouter)}
+def chat_stream(completion: _JSON, openrouter: bool, include_usage: bool) -> list[_JSON]:
+    """The chunks of a streamed ``completion``: usage last when asked for (on OpenRouter always),
+    and, as OpenAI sends it, null on every chunk before."""
+    chunks = chat_chunks(completion if include_usage else {**completion, "usage": None}, _split)
+    if include_usage and not openrouter:
+        chunks[:-1] = [{**chunk, "usage": None} for chunk in chunks[:-1]]
+    return chunks
 
 
 def response_json(turn: Turn, body: _JSON, model: str, openrouter: bool) -> _JSON:
@@ -367,23 +355,9 @@ def response_json(turn: Turn, body: _JSON, model: str, openrouter: bool) -> _JSO
     }
 
 
-def response_events(full: _JSON) -> list[_JSON]:
+def response_stream(full: _JSON) -> list[_JSON]:
     """The typed events of a streamed Response, ending with the full response."""
-    item, part = full["output"][0], full["output"][0]["content"][0]
-    where = {"item_id": item["id"], "output_index": 0, "content_index": 0}
-    pending = {**full, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
-    events: list[tuple[str, _JSON]] = [
-        ("response.created", {"response": pending}),
-        ("response.in_progress", {"response": pending}),
-        ("response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}}),
-        ("response.content_part.added", {**where, "part": {**part, "text": ""}}),
-        *(("response.output_text.delta", {**where, "delta": p, "logprobs": []}) for p in _split(part["text"])),
-        ("response.output_text.done", {**where, "text": part["text"], "logprobs": []}),
-        ("response.content_part.done", {**where, "part": part}),
-        ("response.output_item.done", {"output_index": 0, "item": item}),
-        ("response.completed" if full["status"] == "completed" else "response.incomplete", {"response": full}),
-    ]
-    return [{"type": kind, "sequence_number": n, **fields} for n, (kind, fields) in enumerate(events)]
+    return response_events(full, _split)
 
 
 def _vector(model: str, text: str, dims: int) -> list[float]:

@@ -2,9 +2,9 @@
 
 It answers ``/chat/completions``, ``/responses``, ``/embeddings`` and ``/models`` under ``/v1``
 (OpenAI layout) and ``/api/v1`` (OpenRouter layout, with OpenRouter's extra fields), as JSON or
-SSE. This module handles HTTP, request recording and fault injection; ``_server_payloads``
-writes the answers (at temperature 0, a pure function of the model and the prompt). Standard
-library only, so it keeps working when the rest of llm_memo is broken.
+SSE. This module handles HTTP, request recording and fault injection; ``payloads`` writes
+the answers (at temperature 0, a pure function of the model and the prompt). Standard library
+and llm_memo's pure logic only, so it keeps working when the cache itself is broken.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from .payloads import (
     BadRequest,
     Turn,
     cache_prefix,
-    chat_chunks,
     chat_head,
     chat_json,
+    chat_stream,
     embeddings,
     error_body,
     plan_chat,
     plan_responses,
     require_model,
-    response_events,
     response_json,
+    response_stream,
 )
 
 __all__ = ["BAD_KEY", "PROVIDER", "LocalServer", "RecordedRequest", "main"]
@@ -152,13 +152,13 @@ class _Handler(BaseHTTPRequestHandler):
             full = response_json(turn, body, model, openrouter)
             if not streaming:
                 return self._json(200, full)
-            events = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in response_events(full)]
+            events = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in response_stream(full)]
             return self._sse(events, openrouter, fault)
-        head = chat_head(model, openrouter)
+        completion = chat_json(turn, chat_head(model, openrouter), openrouter)
         if not streaming:
-            return self._json(200, chat_json(turn, head, openrouter))
+            return self._json(200, completion)
         usage = openrouter or bool((body.get("stream_options") or {}).get("include_usage"))
-        chunks = chat_chunks(turn, head, openrouter, usage)
+        chunks = chat_stream(completion, openrouter, usage)
         self._sse([f"data: {json.dumps(c)}\n\n" for c in chunks] + ["data: [DONE]\n\n"], openrouter, fault)
 
     def _json(self, status: int, payload: _JSON, headers: dict[str, str] | None = None) -> None:
