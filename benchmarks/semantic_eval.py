@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from llm_memo import Cache, SemanticMatch, llm_cache, minilm_embedder
-from llm_memo._semantic.match import _Candidate, _Store, differs
+from llm_memo._semantic.rule import differs
+from llm_memo._semantic.store import Candidate, Store
 
 
 def load(directory: Path) -> list[tuple[str, str]]:
@@ -100,7 +101,7 @@ def ours(requests: list[tuple[str, str]], vectors: dict[str, np.ndarray], max_er
 def latency(n: int, dim: int = 384, queries: int = 200) -> float:
     """Median milliseconds of one scope lookup among n stored unit vectors (synthetic)."""
     rng = np.random.default_rng(0)
-    store = _Store(":memory:")
+    store = Store(":memory:")
     state = store.scope("s", dim)
     matrix = rng.normal(size=(n, dim)).astype(np.float32)
     state.matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -112,7 +113,7 @@ def latency(n: int, dim: int = 384, queries: int = 200) -> float:
     for _ in range(queries):
         q = rng.normal(size=dim).astype(np.float32)
         start = time.perf_counter()
-        match.nearest(store, _Candidate("s", "", q / np.linalg.norm(q)))
+        match.nearest(store, Candidate("s", "", q / np.linalg.norm(q)))
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
 

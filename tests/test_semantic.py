@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from llm_memo import Cache, SemanticMatch, llm_cache, minilm_embedder
-from llm_memo._semantic.match import blank_prompt, differs, wilson_upper
+from llm_memo._semantic.rule import differs, wilson_upper
+from llm_memo._semantic.scope import blank_prompt
 
 # Our own pairs (never taken from any data set): paraphrases and near misses.
 PARAPHRASES = [

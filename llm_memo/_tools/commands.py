@@ -17,7 +17,7 @@ import orjson
 
 from .._engine.config import caching_enabled
 from .._logic.codec import FLAG_PICKLE
-from .._semantic.match import semantic_hits, semantic_matches, semantic_summary
+from .._semantic.report import semantic_hits, semantic_matches, semantic_summary
 from .._storage.cache import Cache, Stored
 from .output import (
     Out,

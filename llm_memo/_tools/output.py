@@ -17,7 +17,7 @@ import orjson
 
 from .._logic.codec import FLAG_PLAIN, CorruptEntry, UntrustedClass, decode_value
 from .._logic.records import Stats
-from .._semantic.match import SemanticSummary
+from .._semantic.report import SemanticSummary
 from .._storage.cache import Stored
 
 __all__ = ["Out", "byte_size", "call_preview", "safe", "safe_json", "semantic_fields", "semantic_rows", "shorten",
