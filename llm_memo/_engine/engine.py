@@ -95,31 +95,12 @@ class Engine:
         # semantic mode (llm_memo.SemanticMatch): consulted on an exact miss, None when off
         self.semantic = semantic.attach(self) if semantic is not None else None
 
-    # ---- what semantic mode and the front-ends read -----------------------------------------
-
-    @property
-    def keys(self) -> Any:
-        return self.planner.keys
-
-    @property
-    def key_function(self) -> Callable[..., Any] | None:
-        return self.planner.key_function
-
-    @property
-    def intent_arg(self) -> str | None:
-        return self.planner.intent_arg
-
-    @property
-    def counters(self) -> Any:
-        return self.accounts.counters
+    # ---- what the front-ends and semantic mode read (semantic mode: engine.planner, engine.accounts)
 
     @property
     def tag(self) -> str:
         """The tag every entry of this function carries."""
         return self.planner.tags[0]
-
-    def lifetime(self, arguments: dict[str, Any]) -> tuple[Any, float | None]:
-        return self.planner.lifetime(arguments)
 
     def current_cache(self) -> Cache | None:
         """The cache to use now, or None when caching is turned off."""

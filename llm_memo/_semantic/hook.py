@@ -62,7 +62,7 @@ class SemanticHook:
     def _consult(self, cache: Cache, plan: Any, wrapped: Callable[..., Any], instance: Any,
                  is_async: bool) -> tuple[Hit | None, Callable[..., Any]]:
         match = self.match
-        _, seconds = self.engine.lifetime(plan.arguments)
+        _, seconds = self.engine.planner.lifetime(plan.arguments)
         if seconds == 0:
             return None, wrapped  # time-sensitive: never matched, never indexed
         found = scope_of(self.engine, match.embedder_name, plan.arguments, instance)
@@ -100,7 +100,7 @@ class SemanticHook:
 
     def _serve(self, cache: Cache, store: Store, best: Candidate, bound: float, key: str) -> Hit | None:
         """The candidate's cached answer as a semantic hit, recorded; None when it is gone from the cache."""
-        hit = cache.get(best.key or "", self.engine.counters)
+        hit = cache.get(best.key or "", self.engine.accounts.counters)
         if hit is None:
             return None
         store.served(best.scope, best.key or "", best.prompt, best.similarity, bound, self.match.clock())
@@ -130,7 +130,7 @@ class SemanticHook:
         """Verify the candidate against the fresh answer; index the answer when it is a new one."""
         match, best, query = self.match, lesson.best, lesson.query
         try:
-            cached = lesson.cache.get(best.key, self.engine.counters) if best is not None and best.key else None
+            cached = lesson.cache.get(best.key, self.engine.accounts.counters) if best is not None and best.key else None
             now = match.clock()
             with lesson.store.lock:
                 same = False

@@ -111,7 +111,7 @@ class SemanticMatch:
 
     def attach(self, engine: Any) -> SemanticHook:
         """The per-function hook the engine calls on an exact miss."""
-        if engine.key_function is not None:
+        if engine.planner.key_function is not None:
             raise TypeError("semantic= cannot be combined with key=: the scope is derived from the arguments")
         return SemanticHook(self, engine)
 

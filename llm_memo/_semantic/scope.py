@@ -73,10 +73,10 @@ def blank_prompt(arguments: Mapping[str, Any], intent_arg: str | None) -> dict[s
 
 def scope_of(engine: Any, embedder_name: str, arguments: dict[str, Any], instance: Any) -> tuple[str, str] | None:
     """(scope key, prompt text) of a call to the engine's function, or None when it has no prompt."""
-    prompt = extract_prompt(arguments, engine.intent_arg)
-    blanked = blank_prompt(arguments, engine.intent_arg) if prompt else None
+    prompt = extract_prompt(arguments, engine.planner.intent_arg)
+    blanked = blank_prompt(arguments, engine.planner.intent_arg) if prompt else None
     if blanked is None or prompt is None:
         return None
-    keys = engine.keys
+    keys = engine.planner.keys
     scope = keys.key(keys.keyed_arguments(blanked, instance))
     return f"{embedder_name}/{scope}", prompt
