@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .._logic.canonical import is_plain
+from .flow import BODY, Flow, adrive, drive, io
 
 __all__ = ["AsyncSharedStream", "SharedStream", "StreamFlights", "areplay", "replay", "snapshot"]
 
@@ -84,6 +85,31 @@ class _Shared:
             raise self.error
         return (None, False) if self.exhausted else None
 
+    def _pulled(self, index: int) -> Flow[tuple[Any, bool]]:
+        """Chunk `index` as `_buffered` says, pulled from the source (the flow's body) when nobody
+        has yet: recorded, and the answer completed or the stream ended as the chunk says."""
+        buffered = self._buffered(index)
+        if buffered is not None:
+            return buffered
+        try:
+            live = yield BODY
+        except (StopIteration, StopAsyncIteration):
+            self.exhausted = True
+            try:
+                if not self.whole:
+                    yield io(self._complete, self.chunks)
+            finally:
+                yield io(self._end, False)
+            return None, False
+        except BaseException as exc:
+            self.error = exc
+            yield io(self._end, True)
+            raise
+        if self._record(live):
+            self.whole = True
+            yield io(self._complete, self.chunks)
+        return live, True
+
     def _record(self, chunk: Any) -> bool:
         """Keep a chunk; True when it makes the answer whole."""
         self.chunks.append(snapshot(chunk))
@@ -125,27 +151,7 @@ class SharedStream(_Shared):
 
     def _next(self, index: int) -> tuple[Any, bool]:
         with self._pull:
-            buffered = self._buffered(index)
-            if buffered is not None:
-                return buffered
-            try:
-                live = next(self._source)
-            except StopIteration:
-                self.exhausted = True
-                try:
-                    if not self.whole:
-                        self._complete(self.chunks)
-                finally:
-                    self._end(failed=False)
-                return None, False
-            except BaseException as exc:
-                self.error = exc
-                self._end(failed=True)
-                raise
-            if self._record(live):
-                self.whole = True
-                self._complete(self.chunks)
-            return live, True
+            return drive(self._pulled(index), self._source.__next__)
 
 
 class AsyncSharedStream(_Shared):
@@ -175,27 +181,7 @@ class AsyncSharedStream(_Shared):
 
     async def _next(self, index: int) -> tuple[Any, bool]:
         async with self._pull:
-            buffered = self._buffered(index)
-            if buffered is not None:
-                return buffered
-            try:
-                live = await self._source.__anext__()
-            except StopAsyncIteration:
-                self.exhausted = True
-                try:
-                    if not self.whole:
-                        await asyncio.to_thread(self._complete, self.chunks)
-                finally:
-                    await asyncio.to_thread(self._end, False)
-                return None, False
-            except BaseException as exc:
-                self.error = exc
-                await asyncio.to_thread(self._end, True)
-                raise
-            if self._record(live):
-                self.whole = True
-                await asyncio.to_thread(self._complete, self.chunks)
-            return live, True
+            return await adrive(self._pulled(index), self._source.__anext__)
 
 
 class StreamFlights:
