@@ -1,4 +1,5 @@
-"""Lease tokens that say who holds a computation, and the heartbeat that keeps live holders' leases.
+"""Leases over a tier chain: tokens that say who holds a computation, and the heartbeat that keeps
+live holders' leases.
 
 A token names its holder's host, process id and process start time, so a waiter on the same host
 sees at once that the holder died (SIGKILL, a restarted kernel) instead of waiting out the lease.
@@ -12,9 +13,11 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-__all__ = ["FAILED_FOR", "Heartbeat", "failed_marker", "holder_alive", "is_failed", "new_token"]
+from .tier import Leases, Tier
+
+__all__ = ["FAILED_FOR", "Heartbeat", "Leasing", "failed_marker", "holder_alive", "is_failed", "new_token"]
 
 FAILED_FOR = 5.0  # seconds a failed holder's marker lets waiters run at once instead of in turn
 _FAILED = "failed:"
@@ -126,3 +129,70 @@ class Heartbeat:
         with self._wake:
             self._held.clear()
             self._wake.notify()
+
+
+class Leasing:
+    """Leases taken on the lowest tier of ``tiers`` that has them (Redis over disk), renewed by a
+    heartbeat. A fault there is reported to ``fault(tier name, op, exc, None)`` and means
+    "compute": a lease only saves duplicate work, it must never stop a call."""
+
+    def __init__(self, tiers: Sequence[Tier], fault: Callable[[str, str, BaseException, None], None]) -> None:
+        self._tiers = tiers
+        self._fault = fault
+        self._heartbeat = Heartbeat(self._renew)
+
+    def take(self, key: str, seconds: float) -> str | None:
+        """A token when this process should compute `key`, None while another live holder has it."""
+        token = new_token()
+        arbiter = self._arbiter()
+        if arbiter is None:
+            return token
+        name, tier = arbiter
+        try:
+            if not tier.lease(key, token, seconds):
+                holder = tier.holder(key)
+                if holder is not None and is_failed(holder):
+                    return token  # not held: every waiter runs now rather than one after another
+                if holder is None or holder_alive(holder) or not tier.swap(key, holder, token, seconds):
+                    return None
+        except Exception as exc:
+            self._fault(name, "lease", exc, None)
+            return token
+        self._heartbeat.hold(key, token, seconds)
+        return token
+
+    def give_back(self, key: str, token: str, failed: bool) -> None:
+        """Release the lease, or leave a failed holder's marker in its place."""
+        self._heartbeat.drop(key, token)
+        arbiter = self._arbiter()
+        if arbiter is not None:
+            name, tier = arbiter
+            try:
+                if failed:
+                    tier.swap(key, token, failed_marker(token), FAILED_FOR)
+                else:
+                    tier.release(key, token)
+            except Exception as exc:
+                self._fault(name, "release", exc, None)
+
+    def stop(self) -> None:
+        """Stop renewing every lease (the cache is closing)."""
+        self._heartbeat.clear()
+
+    def _renew(self, key: str, token: str, seconds: float) -> bool:
+        arbiter = self._arbiter()
+        if arbiter is None:
+            return False
+        try:
+            return bool(arbiter[1].swap(key, token, token, seconds))
+        except Exception as exc:
+            self._fault(arbiter[0], "lease", exc, None)
+            return False
+
+    def _arbiter(self) -> tuple[str, Leases] | None:
+        """(name, tier) of the tier whose leases every process sharing the cache sees: the lowest
+        that has them."""
+        for tier in reversed(self._tiers):
+            if isinstance(tier, Leases):
+                return tier.name, tier
+        return None

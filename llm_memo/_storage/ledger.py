@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .._logic.records import Stats
-from .tier import connect_read_only
+from .sqlite import connect_read_only
 
 __all__ = ["LEDGER_FILENAME", "Counters", "Ledger", "LedgerRow"]
 
