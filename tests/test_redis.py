@@ -296,9 +296,9 @@ def test_prefixes_that_could_overlap_or_glob_are_refused(prefix: str) -> None:
 def test_construction_never_touches_the_network() -> None:
     port = free_port()  # nothing listens here
     plain = RedisTier(f"rediss://user:hunter2@127.0.0.1:{port}/0?ssl_cert_reqs=none")
-    assert plain._client.connection_pool.connection_class is redis.SSLConnection
+    assert plain._link.client.connection_pool.connection_class is redis.SSLConnection
     cluster = RedisTier(f"redis://127.0.0.1:{port}/0?cluster=true")
-    assert cluster._client is None  # RedisCluster connects when made: on first use
+    assert cluster._link.client is None  # RedisCluster connects when made: on first use
     with pytest.raises(RedisUnavailable, match="RedisCluster"):
         cluster.get(k(1))
     for made in (plain, cluster):
