@@ -679,6 +679,7 @@ def run_breakdown(root: str, out: Callable[[str], None]) -> dict[str, list[dict[
     import llm_memo._logic.canonical as _canonical
     import llm_memo._logic.codec as _codec
     import llm_memo._logic.guard as _guard
+    import llm_memo._storage.cache as _cache
     import llm_memo._storage.envelope as _envelope
 
     cache = llm_memo.Cache(os.path.join(root, "breakdown"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -67,11 +68,16 @@ class DiskTier:
         self.size_limit = size_limit
         self._clock = clock
         self._timeout = timeout
+        self._made = functools.partial(DiskTier, self.directory, size_limit=size_limit, clock=clock, timeout=timeout)
         self._path = os.path.join(self.directory, DBNAME)
         self._reopening = threading.Lock()
         self._retired: list[diskcache.Cache] = []  # replaced caches: close() ends our connection
         self._closed = False
         self._state = self._open()  # (cache, inode of the file it opened), swapped as one
+
+    def __reduce__(self) -> Any:
+        """Pickled as its configuration: the copy opens the same directory with connections of its own."""
+        return self._made, ()
 
     def _open(self, *, checked: bool = False) -> tuple[diskcache.Cache, int]:
         _prepare_directory(self.directory)

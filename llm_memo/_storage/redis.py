@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -81,6 +82,10 @@ class RedisTier:
                 raise ValueError(f"{name} must be a number of seconds >= 0; got {name}={value!r}")
         if client is not None and client.get_encoder().decode_responses:
             raise ValueError("RedisTier needs a client made with decode_responses=False: it stores bytes")
+        # pickled as this call (a ready client cannot travel: None)
+        self._made = None if client is not None else functools.partial(
+            RedisTier, url, prefix=prefix, clock=clock, socket_timeout=socket_timeout, connect_timeout=connect_timeout,
+            breaker_cooldown=breaker_cooldown, cluster=cluster, timer=timer, size_limit=size_limit)
         url, cluster = _cluster_option(url, cluster)
         self.prefix = prefix
         self.where = _redact(url) if client is None else repr(client)
@@ -95,6 +100,13 @@ class RedisTier:
 
     def __repr__(self) -> str:
         return f"RedisTier({self.where!r}, prefix={self.prefix!r})"
+
+    def __reduce__(self) -> Any:
+        """Pickled as its configuration: the copy opens connections of its own."""
+        if self._made is None:
+            raise TypeError(f"{self!r} was made with client= and cannot be pickled: a client's connections "
+                            "cannot travel; make the tier from a URL, or in the process that uses it")
+        return self._made, ()
 
     @property
     def attempts(self) -> int:
