@@ -47,7 +47,7 @@ __all__ = ["Cache", "Hit", "Stored", "default_directory"]
 
 
 class Cache:
-    """The tier hierarchy: memory, then disk, then (optionally) Redis.
+    """A chain of tiers: memory, then disk, then (optionally) Redis, or the tiers it is given.
 
     Every entry is bound to its key. With `secret` (or $LLM_MEMO_SECRET) entries are signed
     with HMAC-SHA256 and only entries signed with it are served; without one, signed entries
@@ -88,8 +88,7 @@ class Cache:
         options = dict(memory_maxsize=memory_maxsize, disk_size_limit=disk_size_limit, redis_url=redis_url,
                        redis_prefix=redis_prefix, disk=disk, read_only=read_only)
         # The secret travels in the pickle (spawn workers must read signed entries); never to disk.
-        self._config = dict(options, allow_pickle=allow_pickle, clock=clock, secret=self._secret,
-                            tiers=None if tiers is None else tuple(tiers))
+        self._config = dict(options, allow_pickle=allow_pickle, clock=clock, secret=self._secret, tiers=None)
         self.clock = clock or time.time
         self.allow_pickle = allow_pickle
         self.counters = Counters()
@@ -100,6 +99,7 @@ class Cache:
             self.tiers = default_tiers(self.directory, options, clock, self._faults)
         else:
             self.tiers, self.directory = given_tiers(tiers, directory, options)
+            self._config["tiers"] = tuple(self.tiers)  # pickled with the cache
         self._leases = Leasing(self.tiers, self._faults.fault)
         first = self.tiers[0]
         self.memory = first if isinstance(first, MemoryTier) else None  # the hot path's tier
