@@ -10,11 +10,10 @@ chain goes on to the next tier or, in the end, to the real function.
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._logic.codec import (
     FLAG_PICKLE,
@@ -30,16 +29,14 @@ from .._logic.codec import (
 )
 from .._logic.records import Entry, Stats
 from . import listing
-from .chain import DEFAULTS, default_directory, default_tiers, given_tiers
+from .chain import DEFAULTS, check_picklable, default_directory, default_tiers, given_tiers, listen
+from .counters import Counters
 from .envelope import Hit, Stored, build, function_tag, keys_json, signing_key, tags_of
 from .faults import Faults
 from .lease import Leasing
-from .ledger import Counters, Ledger
+from .ledger import Ledger
 from .memory import MemoryTier
-from .tier import EventStream, Persistent, Tier, is_shared
-
-if TYPE_CHECKING:
-    from .events import Invalidations
+from .tier import Persistent, Tier, is_shared
 
 _KEYS_PER_EVENT = 500  # delete_many: keys named by one invalidation event
 
@@ -93,7 +90,6 @@ class Cache:
         self.allow_pickle = allow_pickle
         self.counters = Counters()
         self._faults = Faults(self.counters)
-        self.invalidations: Invalidations | None = None  # with Redis: other machines' deletions reach us
         if tiers is None:
             self.directory = Path(directory).expanduser() if directory is not None else default_directory()
             self.tiers = default_tiers(self.directory, options, clock, self._faults)
@@ -109,21 +105,9 @@ class Cache:
         persistent = any(isinstance(tier, Persistent) for tier in self.tiers)
         self.ledger = Ledger(self.directory, clock=self.clock, read_only=read_only) if persistent else None
         self._faults.ledger = self.ledger
-        if not read_only:
-            self._listen(persistent)
-
-    def _listen(self, persistent: bool) -> None:
-        """With a shared event stream among the tiers, invalidations reach the other machines' local tiers."""
-        stream = next((tier for tier in reversed(self.tiers) if isinstance(tier, EventStream) and is_shared(tier)),
-                      None)
-        if stream is None:
-            return
-        from .events import Invalidations
-
-        local = [tier for tier in self.tiers if not is_shared(tier)]
-        self.invalidations = Invalidations(stream, local, self.directory if persistent else None,
-                                           report=lambda op, exc: self._faults.warn(stream.name, op, exc))
-        self.invalidations.start()
+        # with Redis: other machines' deletions reach our local tiers
+        self.invalidations = None if read_only else listen(self.tiers, self.directory if persistent else None,
+                                                           self._faults.warn)
 
     # ---- the hot path ------------------------------------------------------------------
 
@@ -355,13 +339,7 @@ class Cache:
         """Pickled (spawn, forkserver, joblib workers) as its configuration: the copy reopens the
         same directory and servers with connections of its own; memory contents stay behind.
         With tiers=, the tier objects are pickled: each must be picklable."""
-        for position, tier in enumerate(self._config["tiers"] or ()):
-            try:
-                pickle.dumps(tier)
-            except Exception as exc:
-                raise TypeError(f"cannot pickle this Cache: its tiers[{position}] ({type(tier).__name__}, named "
-                                f"{tier.name!r}) cannot be pickled ({exc}); give {type(tier).__name__} a "
-                                "__reduce__ that reopens it, or build the Cache in the worker") from exc
+        check_picklable(self._config["tiers"] or ())
         return _rebuild, (str(self.directory), self._config)
 
     def __enter__(self) -> Cache:

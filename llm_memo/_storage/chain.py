@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .envelope import envelope_tags
 from .faults import Faults
 from .memory import MemoryTier
-from .tier import Persistent, Tier, check_tiers
+from .tier import EventStream, Persistent, Tier, check_tiers, is_shared
 
-__all__ = ["DEFAULTS", "default_directory", "default_tiers", "given_tiers"]
+if TYPE_CHECKING:
+    from .events import Invalidations
+
+__all__ = ["DEFAULTS", "check_picklable", "default_directory", "default_tiers", "given_tiers", "listen"]
 
 # The arguments that describe the default tiers, with their defaults: with tiers= they are refused.
 DEFAULTS: dict[str, Any] = dict(memory_maxsize=64 * 2**20, disk_size_limit=2**30, redis_url=None,
@@ -72,3 +76,31 @@ def given_tiers(tiers: Sequence[Tier], directory: str | os.PathLike[str] | None,
         raise ValueError(f"directory={str(directory)!r} is not the directory of the {persistent[0].name!r} tier "
                          f"({persistent[0].directory!r}): leave directory out, the cache keeps its records there")
     return chosen, where
+
+
+def listen(tiers: Sequence[Tier], directory: Path | None,
+           warn: Callable[[str, str, BaseException], None]) -> Invalidations | None:
+    """With a shared event stream among `tiers`, started Invalidations: this cache's deletions reach
+    the other machines' local tiers and theirs reach ours. `directory`: where the local disk tier
+    keeps its files, if there is one."""
+    stream = next((tier for tier in reversed(tiers) if isinstance(tier, EventStream) and is_shared(tier)), None)
+    if stream is None:
+        return None
+    from .events import Invalidations
+
+    local = [tier for tier in tiers if not is_shared(tier)]
+    invalidations = Invalidations(stream, local, directory, report=lambda op, exc: warn(stream.name, op, exc))
+    invalidations.start()
+    return invalidations
+
+
+def check_picklable(tiers: Sequence[Tier]) -> None:
+    """Raise TypeError naming the first of `tiers` that cannot be pickled, and the fix."""
+    for position, tier in enumerate(tiers):
+        try:
+            pickle.dumps(tier)
+        except Exception as exc:
+            kind = type(tier).__name__
+            raise TypeError(f"cannot pickle this Cache: its tiers[{position}] ({kind}, named {tier.name!r}) "
+                            f"cannot be pickled ({exc}); give {kind} a __reduce__ that reopens it, or build "
+                            "the Cache in the worker") from exc

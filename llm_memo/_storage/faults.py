@@ -7,8 +7,9 @@ import logging
 import threading
 
 from .._logic.codec import CorruptEntry, NewerFormat, UntrustedClass
+from .counters import Counters
 from .envelope import meta_json
-from .ledger import Counters, Ledger
+from .ledger import Ledger
 from .tier import Tier
 
 __all__ = ["Faults"]
