@@ -360,6 +360,7 @@ def test_user_tiers_with_disk_and_redis_behave_as_the_default_chain(redis_server
     ("memory", TypeError, "a list of tier objects"),
     ([object()], TypeError, r"tiers\[0\] is not a tier: object lacks get, set"),
     ([{"name": "x"}], TypeError, r"dict lacks set, delete, invalidate, close, name \(a non-empty str\)"),
+    ([MemoryTier], TypeError, r"tiers\[0\] is the class MemoryTier; pass a tier object: MemoryTier\(...\)"),
     ([DictTier(), DictTier()], ValueError, r"tiers\[1\] is named 'dict' like an earlier tier"),
 ])
 def test_tiers_that_are_not_a_chain_are_refused(tiers: Any, error: type[Exception], message: str) -> None:

@@ -163,11 +163,14 @@ def check_tiers(tiers: Any) -> list[Tier]:
         raise ValueError("tiers must name at least one tier; for the default chain leave tiers=None")
     names: set[str] = set()
     for position, tier in enumerate(tiers):
-        missing = [method for method in _TIER_METHODS if not callable(getattr(tier, method, None))]
+        if isinstance(tier, type):
+            raise TypeError(f"tiers[{position}] is the class {tier.__name__}; pass a tier object: {tier.__name__}(...)")
         name = getattr(tier, "name", None)
-        if missing or not isinstance(name, str) or not name:
-            lacks = ", ".join([*missing, *([] if isinstance(name, str) and name else ["name (a non-empty str)"])])
-            raise TypeError(f"tiers[{position}] is not a tier: {type(tier).__name__} lacks {lacks}; a tier "
+        lacks = [method for method in _TIER_METHODS if not callable(getattr(tier, method, None))]
+        if not isinstance(name, str) or not name:
+            lacks.append("name (a non-empty str)")
+        if lacks:
+            raise TypeError(f"tiers[{position}] is not a tier: {type(tier).__name__} lacks {', '.join(lacks)}; a tier "
                             f"has a name and the methods {', '.join(_TIER_METHODS)} (see llm_memo's README, "
                             "\"Adding a tier\")")
         if name in names:
