@@ -680,6 +680,7 @@ def run_breakdown(root: str, out: Callable[[str], None]) -> dict[str, list[dict[
     import llm_memo._logic.codec as _codec
     import llm_memo._logic.guard as _guard
     import llm_memo._storage.cache as _cache
+    import llm_memo._storage.envelope as _envelope
 
     cache = llm_memo.Cache(os.path.join(root, "breakdown"))
 
@@ -794,7 +795,7 @@ def run_breakdown(root: str, out: Callable[[str], None]) -> dict[str, list[dict[
             "    MemoryTier.set (promotion: tags read only if an invalidation asks)",
             lambda: cache.memory.set(key, data, header.expires_at, None),
         ),
-        ("    ref: _tags_of(metadata), paid when promoting past memory", lambda: _cache._tags_of(meta)),
+        ("    ref: tags_of(metadata), paid when promoting past memory", lambda: _envelope.tags_of(meta)),
         (f"  (metadata {len(meta)} B of the {len(data)} B envelope)", lambda: None),
         ("floor: diskcache.Cache.get + orjson.loads", lambda: orjson.loads(floor.get(key))),
     ]

@@ -24,8 +24,8 @@ import hypothesis.strategies as st
 import orjson
 import pytest
 import redis
+from conftest import Server, fresh_prefix
 from hypothesis import given
-from test_redis import Server, fresh_prefix, redis_server  # noqa: F401 (the session server fixture)
 
 from llm_memo import Cache, llm_cache
 from llm_memo._logic.codec import CorruptEntry, Header, pack, unpack
@@ -174,7 +174,7 @@ def test_a_memory_entry_under_another_key_is_a_counted_miss(tmp_path: Path) -> N
 
 
 @pytest.fixture
-def raw(redis_server: Server) -> Iterator[redis.Redis]:  # noqa: F811
+def raw(redis_server: Server) -> Iterator[redis.Redis]:
     with contextlib.closing(redis_server.client()) as client:
         yield client
 
@@ -183,7 +183,7 @@ def on_redis(server: Server, directory: Path, prefix: str, **options: Any) -> Ca
     return Cache(directory, redis_url=server.url, redis_prefix=prefix, **options)
 
 
-def test_a_redis_value_copied_under_another_key_is_a_counted_miss(redis_server: Server,  # noqa: F811
+def test_a_redis_value_copied_under_another_key_is_a_counted_miss(redis_server: Server,
                                                                   raw: redis.Redis, tmp_path: Path) -> None:
     prefix = fresh_prefix()
     a, b = key_of("a"), key_of("b")
@@ -252,7 +252,7 @@ def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_entries_planted_in_a_shared_redis_without_the_secret_are_refused(
-        redis_server: Server, raw: redis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+        redis_server: Server, raw: redis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     prefix = fresh_prefix()
     calls: list[str] = []
     with on_redis(redis_server, tmp_path / "team", prefix, secret=SECRET) as team:
@@ -280,7 +280,7 @@ def test_entries_planted_in_a_shared_redis_without_the_secret_are_refused(
         assert ask("a") == "answer to a" and calls == ["a", "b"]  # the refused entries were replaced
 
 
-def test_a_signed_entry_altered_without_the_secret_is_refused(redis_server: Server,  # noqa: F811
+def test_a_signed_entry_altered_without_the_secret_is_refused(redis_server: Server,
                                                               raw: redis.Redis, tmp_path: Path) -> None:
     # The intruder keeps the binding and fixes the checksum: only the signature can tell.
     prefix = fresh_prefix()
@@ -302,7 +302,7 @@ def test_a_signed_entry_altered_without_the_secret_is_refused(redis_server: Serv
         assert plain.get(key).value == "no!"  # type: ignore[union-attr]  # no secret, no check
 
 
-def test_caches_with_the_same_secret_share_signed_entries(redis_server: Server, tmp_path: Path,  # noqa: F811
+def test_caches_with_the_same_secret_share_signed_entries(redis_server: Server, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     prefix = fresh_prefix()
     calls: list[str] = []
@@ -380,7 +380,7 @@ def every_redis_byte(client: redis.Redis, prefix: str) -> bytes:
     return b"".join(out)
 
 
-def test_the_secret_is_never_stored_logged_or_shown(redis_server: Server, raw: redis.Redis,  # noqa: F811
+def test_the_secret_is_never_stored_logged_or_shown(redis_server: Server, raw: redis.Redis,
                                                     tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     prefix = fresh_prefix()
     directory = tmp_path / "cache"

@@ -10,8 +10,6 @@ import base64
 import contextlib
 import gc
 import hashlib
-import inspect
-import itertools
 import logging
 import os
 import pickle
@@ -31,125 +29,16 @@ from typing import Any
 import orjson
 import pytest
 import redis
-import test_tiers as contract
-from conftest import FakeClock
+from conftest import FakeClock, Server, free_port, fresh_prefix
 
 from llm_memo import Cache, llm_cache
 from llm_memo._logic.canonical import TAG
 from llm_memo._logic.codec import FLAG_PICKLE, FORMAT, Header, pack
 from llm_memo._storage.redis import RedisTier, RedisUnavailable
-from llm_memo._storage.tier import Tier
 
-REDIS_SERVER = shutil.which("redis-server")
 LOGGER = "llm_memo"
-_prefixes = itertools.count()
-
-
-def fresh_prefix() -> str:
-    return f"test-{os.getpid()}-{next(_prefixes)}"
-
-
 def k(label: object) -> str:
     return hashlib.sha256(repr(label).encode()).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def require_redis_server() -> str:
-    """The redis-server binary; CI fails without it (never a silent skip), elsewhere we skip."""
-    if REDIS_SERVER is None:
-        message = "redis-server is not on PATH: install it with `bash .ci/system-deps`"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return REDIS_SERVER
-
-
-class Server:
-    """A redis-server child on 127.0.0.1, on a free port, with its files in ``directory``."""
-
-    def __init__(self, directory: Path, *options: str) -> None:
-        self.directory = directory
-        self.options = options
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, port: int | None = None) -> Server:
-        binary = require_redis_server()
-        for _ in range(1 if port else 5):  # a free port may be taken before redis binds it
-            self.port = port or free_port()
-            command = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                       "--appendonly", "no", "--dir", str(self.directory), *self.options]
-            with open(self.directory / "redis.log", "ab") as log:
-                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            if self._ready():
-                return self
-            self.kill()
-        raise RuntimeError(f"redis-server did not start: {(self.directory / 'redis.log').read_text()[-2000:]}")
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        client = redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            for _ in range(200):
-                if self.process.poll() is not None:
-                    return False
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-                    if client.ping():
-                        return True
-                time.sleep(0.025)
-            return False
-        finally:
-            client.close()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(signum)
-
-    def kill(self) -> None:
-        """SIGKILL (a stopped server too) and reap it."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-        if self.process is not None:
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A one-node Redis Cluster owning every slot: RedisCluster's code paths, for real."""
-    directory = tmp_path_factory.mktemp("redis-cluster")
-    server = Server(directory, "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(directory / "nodes.conf")).start()
-    try:
-        with contextlib.closing(server.client()) as client:
-            client.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
-            for _ in range(400):
-                if client.cluster("info").get("cluster_state") == "ok":
-                    break
-                time.sleep(0.025)
-            else:
-                raise RuntimeError("the one-node cluster never reached cluster_state:ok")
-        yield server
-    finally:
-        server.kill()
 
 
 @pytest.fixture
@@ -171,7 +60,7 @@ def private_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.kill()
 
 
-# -- the contract, shared with the memory and disk tiers ------------------------------------
+# -- the Redis tier alone (the contract every tier keeps: tests/test_tier_contract.py) --------
 
 
 @pytest.fixture(params=["standalone", "cluster"])
@@ -183,18 +72,6 @@ def tier(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[RedisTier
     made.close()
 
 
-# Every test of tests/test_tiers.py written against its `tier` fixture runs here too, against
-# the fixture above. test_is_a_tier names the memory and disk tiers, so it has a twin below.
-CONTRACT = {
-    name: test
-    for name, test in vars(contract).items()
-    if name.startswith("test_") and "tier" in inspect.signature(test).parameters
-    and name != "test_is_a_tier"
-}
-assert len(CONTRACT) >= 10, f"the tier contract went missing from test_tiers.py: {sorted(CONTRACT)}"
-globals().update(CONTRACT)
-
-
 def test_the_event_stream_reads_from_an_id_inclusive(tier: RedisTier) -> None:
     assert tier.newest_event() is None
     ids = [tier.publish({b"op": b"tag", b"arg": f"t{i}".encode()}) for i in range(3)]
@@ -202,12 +79,6 @@ def test_the_event_stream_reads_from_an_id_inclusive(tier: RedisTier) -> None:
     assert [(event_id, fields[b"arg"]) for event_id, fields in tier.events(ids[1])] == [(ids[1], b"t1"),
                                                                                       (ids[2], b"t2")]
     assert [event_id for event_id, _ in tier.events(b"0-0", count=2)] == ids[:2]
-
-
-def test_is_a_shared_tier(tier: RedisTier) -> None:
-    assert isinstance(tier, Tier)
-    assert tier.name == "redis"
-    assert tier.shared is True
 
 
 def test_values_are_stored_for_exactly_their_owner(tier: RedisTier) -> None:
@@ -296,9 +167,9 @@ def test_prefixes_that_could_overlap_or_glob_are_refused(prefix: str) -> None:
 def test_construction_never_touches_the_network() -> None:
     port = free_port()  # nothing listens here
     plain = RedisTier(f"rediss://user:hunter2@127.0.0.1:{port}/0?ssl_cert_reqs=none")
-    assert plain._client.connection_pool.connection_class is redis.SSLConnection
+    assert plain._link.client.connection_pool.connection_class is redis.SSLConnection
     cluster = RedisTier(f"redis://127.0.0.1:{port}/0?cluster=true")
-    assert cluster._client is None  # RedisCluster connects when made: on first use
+    assert cluster._link.client is None  # RedisCluster connects when made: on first use
     with pytest.raises(RedisUnavailable, match="RedisCluster"):
         cluster.get(k(1))
     for made in (plain, cluster):

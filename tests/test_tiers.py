@@ -1,4 +1,5 @@
-"""One contract suite run against every tier, then the faults each tier must survive."""
+"""What the memory and disk tiers do beyond the contract (tests/test_tier_contract.py): bounds,
+persistence, and the faults each must survive."""
 
 from __future__ import annotations
 
@@ -17,12 +18,9 @@ from pathlib import Path
 import diskcache
 import pytest
 from conftest import run_python
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from llm_memo._storage.disk import DiskTier
 from llm_memo._storage.memory import MemoryTier
-from llm_memo._storage.tier import Tier
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,137 +45,6 @@ def k(label: object) -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture(params=["memory", "disk"])
-def tier(request, tmp_path, clock):
-    if request.param == "memory":
-        made = MemoryTier(clock=clock, timer=clock)
-    else:
-        made = DiskTier(tmp_path / "cache", clock=clock)
-    yield made
-    made.close()
-
-
-# -- the contract ---------------------------------------------------------------------------
-
-
-def test_is_a_tier(tier):
-    assert isinstance(tier, Tier)
-    assert tier.name in {"memory", "disk"}
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(data=st.binary(max_size=4096))
-def test_round_trip_of_arbitrary_bytes(tier, data):
-    tier.set(k(data), data, None)
-    got = tier.get(k(data))
-    assert type(got) is bytes
-    assert got == data
-
-
-def test_missing_key_is_none(tier):
-    assert tier.get(k("absent")) is None
-
-
-def test_overwrite_replaces_value_and_tags(tier):
-    tier.set(k(1), b"old", None, tags=["t:old"])
-    tier.set(k(1), b"new", None, tags=["t:new"])
-    assert tier.get(k(1)) == b"new"
-    assert tier.invalidate("t:old") == 0
-    assert tier.get(k(1)) == b"new"
-    assert tier.invalidate("t:new") == 1
-    assert tier.get(k(1)) is None
-
-
-def test_delete(tier):
-    tier.set(k(1), b"v", None)
-    assert tier.delete(k(1)) is True
-    assert tier.get(k(1)) is None
-    assert tier.delete(k(1)) is False
-
-
-def test_expiry_boundary(tier, clock):
-    tier.set(k(1), b"v", clock.now + 10)
-    clock.advance(9.5)
-    assert tier.get(k(1)) == b"v"
-    clock.advance(0.5)  # exactly at expires_at: gone
-    assert tier.get(k(1)) is None
-    clock.advance(100)
-    assert tier.get(k(1)) is None
-    assert list(tier.keys()) == []
-
-
-@pytest.mark.parametrize("offset", [0, -1, -1e9, float("-inf"), float("nan")])
-def test_expiry_not_in_the_future_stores_nothing(tier, clock, offset):
-    tier.set(k(1), b"old", None)
-    tier.set(k(1), b"new", clock.now + offset)
-    assert tier.get(k(1)) is None  # and the older value did not survive
-    assert list(tier.keys()) == []
-
-
-@pytest.mark.parametrize("expires_at", [None, float("inf")])
-def test_no_expiry_never_expires(tier, clock, expires_at):
-    tier.set(k(1), b"v", expires_at)
-    clock.advance(1e9)
-    assert tier.get(k(1)) == b"v"
-
-
-def test_several_tags_invalidate_by_each(tier):
-    tier.set(k("a"), b"a", None, tags=["fn:app.ask", "model:gpt-4o"])
-    tier.set(k("b"), b"b", None, tags=("model:gpt-4o", "model:gpt-4o"))
-    tier.set(k("c"), b"c", None)
-    assert tier.invalidate("fn:app.ask") == 1
-    assert tier.get(k("a")) is None
-    assert tier.get(k("b")) == b"b"
-    assert tier.invalidate("model:gpt-4o") == 1  # a is already gone
-    assert tier.invalidate("model:gpt-4o") == 0
-    assert tier.invalidate("unknown") == 0
-    assert list(tier.keys()) == [k("c")]
-
-
-def test_counts_are_of_live_entries(tier, clock):
-    tier.set(k(1), b"1", clock.now + 5, tags=["t"])
-    tier.set(k(2), b"2", None, tags=["t"])
-    tier.set(k(3), b"3", None)
-    clock.advance(5)
-    assert tier.delete(k(1)) is False  # expired
-    assert tier.invalidate("t") == 1
-    tier.set(k(4), b"4", clock.now + 5)
-    tier.set(k(5), b"5", clock.now + 50)
-    clock.advance(10)
-    assert tier.clear() == 2  # k(3) and k(5)
-    assert tier.clear() == 0
-    assert list(tier.keys()) == []
-
-
-def test_keys_lists_live_keys_only(tier, clock):
-    tier.set(k(1), b"1", None)
-    tier.set(k(2), b"2", clock.now + 1)
-    tier.set(k(3), b"3", None)
-    tier.delete(k(3))
-    clock.advance(1)
-    assert sorted(tier.keys()) == [k(1)]
-
-
-def test_caller_mistakes_raise_type_error(tier):
-    with pytest.raises(TypeError, match="bytes"):
-        tier.set(k(1), "text", None)
-    with pytest.raises(TypeError, match="bare str"):
-        tier.set(k(1), b"v", None, tags="fn:app.ask")
-    with pytest.raises(TypeError, match="each tag"):
-        tier.set(k(1), b"v", None, tags=[1])
-
-
-def test_close_is_idempotent_and_final(tier):
-    tier.set(k(1), b"v", None)
-    tier.close()
-    tier.close()
-    for call in (lambda: tier.get(k(1)), lambda: tier.set(k(1), b"v", None), tier.clear):
-        with pytest.raises(RuntimeError, match="closed"):
-            call()
 
 
 # -- memory ---------------------------------------------------------------------------------

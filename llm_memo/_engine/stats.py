@@ -11,7 +11,7 @@ from typing import Any
 from .._logic.pricing import savings_of
 from .._logic.records import Stats
 from .._storage.cache import Cache, Hit
-from .._storage.ledger import Counters
+from .._storage.counters import Counters
 from .config import hooks
 from .plan import Plan
 

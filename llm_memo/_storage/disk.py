@@ -3,195 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import sqlite3
-import stat
-import struct
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import diskcache
-from diskcache.core import DBNAME, MODE_RAW, UNKNOWN
+from diskcache.core import DBNAME, MODE_RAW
 
+from .disk_files import _prepare_directory, _quick_check, create_private
+from .disk_format import (
+    _COUNT,
+    _EXPIRED,
+    _HEADER,
+    _LIVE,
+    _MAGIC,
+    _SETTINGS,
+    _add_schema,
+    _BytesOnlyDisk,
+    _execute,
+    _expired_rows,
+    _live_keys,
+    _unpack,
+)
 from .tier import check_entry
 
 logger = logging.getLogger("llm_memo")
 
-# Every value starts with a magic and the absolute expires_at on the tier's clock (inf = never):
-# the injected clock rules expiry (diskcache's expire_time uses time.time), and a row we did not
-# write is dropped, never returned. The payload's checksum is the codec's (its envelope has one),
-# so a damaged payload reaches the engine, which counts it.
-_HEADER = struct.Struct("!4sd")
-_MAGIC = b"LMD1"
-
-# least-recently-stored: no write on read. disk_min_file_size: values inline, no per-entry files.
-_SETTINGS: dict[str, Any] = dict(
-    eviction_policy="least-recently-stored", statistics=0, tag_index=0, disk_min_file_size=2**62,
-    sqlite_journal_size_limit=8 * 2**20,  # a checkpoint truncates the WAL back to 8 MiB: disk stays bounded
-)
-_TAG_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS llm_memo_tags"
-    " (tag TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (tag, key)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS llm_memo_tags_key ON llm_memo_tags (key)",
-    "CREATE TABLE IF NOT EXISTS llm_memo_leases"
-    " (key TEXT PRIMARY KEY, token TEXT NOT NULL, until REAL NOT NULL) WITHOUT ROWID",
-)
-# diskcache deletes rows on its own (culling past size_limit, expiry): their tag rows go with them.
-_TAG_TRIGGER = (
-    "CREATE TRIGGER llm_memo_tags_follow AFTER DELETE ON Cache"
-    " BEGIN DELETE FROM llm_memo_tags WHERE key = OLD.key; END"
-)
-_ORPHAN_TAGS = "DELETE FROM llm_memo_tags WHERE key NOT IN (SELECT key FROM Cache WHERE raw = 1)"
-# Reads, shared with _disk_read.ReadOnlyDiskTier. The expire_time test is diskcache's own (time.time), as
-# in cache.get, so a listed key is one that get() can return.
-_ROWS = "FROM Cache WHERE raw = 1 AND mode = ? AND typeof(key) = 'text' AND typeof(value) = 'blob'"
-_LIVE = f"SELECT key, substr(value, 1, ?) {_ROWS} AND (expire_time IS NULL OR expire_time > ?) "
-_EXPIRED = f"SELECT key, value, expire_time {_ROWS}"
-_COUNT = "SELECT COUNT(*) FROM Cache WHERE expire_time IS NULL OR expire_time > ?"
-_warned_directories: set[str] = set()
 
 
 class MisplacedRow(sqlite3.DatabaseError):
     """The row found for a key holds another key: the index is damaged. A miss the engine counts."""
-
-
-_OPEN_PATIENCE = 60.0  # seconds an open waits for the write lock, as diskcache's own setup does
-
-
-def _add_schema(cache: diskcache.Cache) -> None:
-    """Create our tables and trigger in one transaction, so processes opening a cache at once take
-    turns. Patient: a failed open costs the process its disk tier, a failed call one miss."""
-    deadline = time.monotonic() + _OPEN_PATIENCE
-    while True:
-        try:
-            with cache.transact():
-                for statement in _TAG_SCHEMA:
-                    _execute(cache, statement)
-                if not _execute(cache, "SELECT 1 FROM sqlite_master WHERE type = 'trigger'"
-                                       " AND name = 'llm_memo_tags_follow'").fetchone():
-                    _execute(cache, _ORPHAN_TAGS)  # once per database: earlier versions left culled keys' tags
-                    _execute(cache, _TAG_TRIGGER)
-            return
-        except diskcache.Timeout:
-            if time.monotonic() > deadline:
-                raise
-
-
-class _BytesOnlyDisk(diskcache.Disk):
-    """Store str keys and bytes values inline, and refuse to unpickle anything, ever."""
-
-    def put(self, key: Any) -> tuple[Any, bool]:
-        if type(key) is not str:
-            raise TypeError(f"disk tier keys are str, not {type(key).__name__}")
-        return key, True
-
-    def get(self, key: Any, raw: bool) -> Any:
-        if not raw:
-            raise ValueError("refusing to unpickle a cache key")
-        return key
-
-    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[Any, ...]:
-        if read or type(value) is not bytes:
-            raise TypeError(f"disk tier values are bytes, not {type(value).__name__}")
-        return 0, MODE_RAW, None, sqlite3.Binary(value)
-
-    def fetch(self, mode: int, filename: Any, value: Any, read: bool) -> bytes:
-        if mode != MODE_RAW or read or type(value) is not bytes:
-            raise ValueError(f"refusing a row that is not raw bytes (mode {mode})")
-        return value
-
-
-def _execute(cache: diskcache.Cache, statement: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-    # diskcache has no public way to run SQL. Cache._sql is the calling thread's connection
-    # (reopened after a fork by diskcache's pid check), the one cache.transact() holds the
-    # write lock on, so the tag rows commit or roll back with the value. Private but
-    # unchanged since diskcache 3 (2018); keep every use of it behind this function.
-    return cache._sql(statement, params)
-
-
-def _unpack(value: bytes) -> tuple[float, bytes] | None:
-    """Split a stored value into (expires_at, payload); None when we did not write it."""
-    if len(value) >= _HEADER.size:
-        magic, expires_at = _HEADER.unpack_from(value)
-        if magic == _MAGIC:
-            return expires_at, value[_HEADER.size :]
-    return None
-
-
-def _make_directories(directory: str) -> None:
-    """os.makedirs, except that every directory it creates, parents too, is 0700 (as XDG asks)."""
-    parent = os.path.dirname(directory)
-    if parent and parent != directory and not os.path.isdir(parent):
-        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
-            _make_directories(parent)
-    os.mkdir(directory, 0o700)
-
-
-def _live_keys(rows: list[Any], now: float) -> list[str]:
-    """The keys of (key, header bytes) rows whose header we wrote and whose deadline is after `now`."""
-    heads = [(key, _HEADER.unpack(head)) for key, head in rows if len(head) == _HEADER.size]
-    return [key for key, (magic, expires_at) in heads if magic == _MAGIC and now < expires_at]
-
-
-def _expired_rows(rows: list[Any], now: float) -> list[tuple[str, bytes]]:
-    """(key, data) of the (key, value, expire_time) rows past our deadline or diskcache's."""
-    wall, out = time.time(), []
-    for key, value, expire_time in rows:
-        entry = _unpack(bytes(value))
-        if entry is not None and (not now < entry[0] or (expire_time is not None and expire_time <= wall)):
-            out.append((key, entry[1]))
-    return out
-
-
-def _prepare_directory(directory: str) -> None:
-    try:
-        _make_directories(directory)
-    except FileExistsError:
-        if not os.path.isdir(directory):
-            raise NotADirectoryError(f"cache directory {directory!r} is not a directory") from None
-        real = os.path.realpath(directory)
-        shared = os.stat(directory).st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if shared and real not in _warned_directories:
-            _warned_directories.add(real)
-            warnings.warn(
-                f"cache directory {directory!r} is writable by other users, who could plant "
-                f"or alter entries; run `chmod 700 {directory}` or choose a private directory",
-                UserWarning,
-                stacklevel=4,  # the DiskTier(...) call
-            )
-    else:
-        os.chmod(directory, 0o700)  # the umask may have taken more than group/other bits
-
-
-def create_private(path: str) -> int:
-    """Create ``path`` 0600 if missing (SQLite gives -wal and -shm its mode); return its inode."""
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR | getattr(os, "O_NOFOLLOW", 0), 0o600))
-    return os.stat(path).st_ino
-
-
-_CHECK_AT_OPEN_LIMIT = 32 * 2**20  # bytes: databases up to this size are checked at every open
-
-
-def _quick_check(path: str, timeout: float, *, always: bool = False) -> None:
-    """Raise sqlite3.DatabaseError when the file at ``path`` is not a sound SQLite database.
-
-    The check reads the whole file (about 0.1 s per 100 MB), so a large database is checked
-    only after it failed in use (``always``); opening one must not delay every process start.
-    """
-    if not always and os.path.getsize(path) > _CHECK_AT_OPEN_LIMIT:
-        return
-    con = sqlite3.connect(path, timeout=timeout)
-    try:
-        rows = con.execute("PRAGMA quick_check").fetchall()
-    finally:
-        con.close()
-    if rows != [("ok",)]:
-        raise sqlite3.DatabaseError(f"quick_check failed: {rows[0][0]}")
 
 
 class DiskTier:
@@ -221,11 +68,16 @@ class DiskTier:
         self.size_limit = size_limit
         self._clock = clock
         self._timeout = timeout
+        self._made = functools.partial(DiskTier, self.directory, size_limit=size_limit, clock=clock, timeout=timeout)
         self._path = os.path.join(self.directory, DBNAME)
         self._reopening = threading.Lock()
         self._retired: list[diskcache.Cache] = []  # replaced caches: close() ends our connection
         self._closed = False
         self._state = self._open()  # (cache, inode of the file it opened), swapped as one
+
+    def __reduce__(self) -> Any:
+        """Pickled as its configuration: the copy opens the same directory with connections of its own."""
+        return self._made, ()
 
     def _open(self, *, checked: bool = False) -> tuple[diskcache.Cache, int]:
         _prepare_directory(self.directory)

@@ -11,8 +11,8 @@ from typing import Any
 
 from diskcache.core import DBNAME, MODE_RAW
 
-from .disk import _COUNT, _EXPIRED, _HEADER, _LIVE, _ROWS, _expired_rows, _live_keys, _unpack
-from .tier import connect_read_only
+from .disk_format import _COUNT, _EXPIRED, _HEADER, _LIVE, _ROWS, _expired_rows, _live_keys, _unpack
+from .sqlite import connect_read_only
 
 __all__ = ["ReadOnlyDiskTier", "has_database"]
 

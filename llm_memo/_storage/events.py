@@ -36,11 +36,10 @@ import threading
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from .tier import Tier
+from .tier import EventStream, Persistent, Tier
 
 __all__ = ["Invalidations"]
 
@@ -58,12 +57,12 @@ def _order(event_id: bytes) -> tuple[int, int]:
 class Invalidations:
     """Publish this cache's invalidations and apply the others' to ``local`` tiers.
 
-    ``stream`` is the Redis tier (``publish``, ``events``, ``newest_event``). ``report(op, exc)``
+    ``stream`` is the shared tier that carries the events (the Redis tier). ``report(op, exc)``
     logs a publish that failed; it is not counted as a call's error (the call's own Redis
     operation is). Reading failures are logged at DEBUG and retried at the next poll.
     """
 
-    def __init__(self, stream: Any, local: Sequence[Tier], directory: Path | None, *,
+    def __init__(self, stream: EventStream, local: Sequence[Tier], directory: Path | None, *,
                  report: Callable[[str, BaseException], None], poll: float = 0.5) -> None:
         self.stream, self.local, self.poll = stream, list(local), poll
         self._report = report
@@ -187,7 +186,7 @@ class Invalidations:
             return True
         tiers = self.local
         if not disk or (self._directory and fields.get(b"dir") == self._directory):
-            tiers = [tier for tier in tiers if tier.name == "memory"]  # the shared disk is done already
+            tiers = [tier for tier in tiers if not isinstance(tier, Persistent)]  # the shared disk is done already
         ok = True
         for tier in tiers:
             try:

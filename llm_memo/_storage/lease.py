@@ -1,4 +1,5 @@
-"""Lease tokens that say who holds a computation, and the heartbeat that keeps live holders' leases.
+"""Leases over a tier chain: tokens that say who holds a computation, and the heartbeat that keeps
+live holders' leases.
 
 A token names its holder's host, process id and process start time, so a waiter on the same host
 sees at once that the holder died (SIGKILL, a restarted kernel) instead of waiting out the lease.
@@ -12,10 +13,12 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-__all__ = ["FAILED_FOR", "RELEASED", "RELEASED_FOR", "Heartbeat", "failed_marker", "holder_alive", "is_failed",
-           "new_token"]
+from .tier import Leases, Tier
+
+__all__ = ["FAILED_FOR", "RELEASED", "RELEASED_FOR", "Heartbeat", "Leasing", "failed_marker", "holder_alive",
+           "is_failed", "new_token"]
 
 FAILED_FOR = 5.0  # seconds a failed holder's marker lets waiters run at once instead of in turn
 # What a holder that finished leaves for this long: the next taker knows an answer may have been
@@ -131,3 +134,73 @@ class Heartbeat:
         with self._wake:
             self._held.clear()
             self._wake.notify()
+
+
+class Leasing:
+    """Leases taken on the lowest tier of ``tiers`` that has them (Redis over disk), renewed by a
+    heartbeat. A fault there is reported to ``fault(tier name, op, exc, None)`` and means
+    "compute": a lease only saves duplicate work, it must never stop a call."""
+
+    def __init__(self, tiers: Sequence[Tier], fault: Callable[[str, str, BaseException, None], None]) -> None:
+        self._tiers = tiers
+        self._fault = fault
+        self._heartbeat = Heartbeat(self._renew)
+
+    def take(self, key: str, seconds: float) -> tuple[str | None, bool]:
+        """(a token when this process should compute `key`, None while another live holder has it;
+        whether another holder let the key go in the last `RELEASED_FOR` seconds: its answer may
+        have been stored after this caller read the tiers, which it then reads again)."""
+        token = new_token()
+        arbiter = self._arbiter()
+        if arbiter is None:
+            return token, False
+        name, tier = arbiter
+        recent = False
+        try:
+            if not tier.lease(key, token, seconds):
+                holder = tier.holder(key)
+                if holder is not None and is_failed(holder):
+                    return token, False  # not held: every waiter runs now rather than one after another
+                recent = holder == RELEASED
+                if holder is None or (not recent and holder_alive(holder)) or not tier.swap(key, holder, token, seconds):
+                    return None, False
+        except Exception as exc:
+            self._fault(name, "lease", exc, None)
+            return token, False
+        self._heartbeat.hold(key, token, seconds)
+        return token, recent
+
+    def give_back(self, key: str, token: str, failed: bool) -> None:
+        """Release the lease, leaving a short-lived marker in its place: a finished holder's, or a
+        failed one's (the waiters then run at once instead of taking the lease in turn)."""
+        self._heartbeat.drop(key, token)
+        arbiter = self._arbiter()
+        if arbiter is not None:
+            name, tier = arbiter
+            marker, seconds = (failed_marker(token), FAILED_FOR) if failed else (RELEASED, RELEASED_FOR)
+            try:
+                tier.swap(key, token, marker, seconds)
+            except Exception as exc:
+                self._fault(name, "release", exc, None)
+
+    def stop(self) -> None:
+        """Stop renewing every lease (the cache is closing)."""
+        self._heartbeat.clear()
+
+    def _renew(self, key: str, token: str, seconds: float) -> bool:
+        arbiter = self._arbiter()
+        if arbiter is None:
+            return False
+        try:
+            return bool(arbiter[1].swap(key, token, token, seconds))
+        except Exception as exc:
+            self._fault(arbiter[0], "lease", exc, None)
+            return False
+
+    def _arbiter(self) -> tuple[str, Leases] | None:
+        """(name, tier) of the tier whose leases every process sharing the cache sees: the lowest
+        that has them."""
+        for tier in reversed(self._tiers):
+            if isinstance(tier, Leases):
+                return tier.name, tier
+        return None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cachetools import Cache, TLRUCache
 
@@ -72,6 +73,7 @@ class MemoryTier:
         self._clock = clock
         self._tags_of = tags_of
         self._maxsize, self._timer = maxsize, timer
+        self._made = functools.partial(MemoryTier, maxsize, clock=clock, timer=timer, tags_of=tags_of)
         self._reset()
         self._closed = False
         _alive.add(self)
@@ -82,6 +84,10 @@ class MemoryTier:
         self._cache: TLRUCache[str, _Entry] = TLRUCache(
             self._maxsize, ttu=self._deadline, timer=self._timer, getsizeof=_entry_size
         )
+
+    def __reduce__(self) -> Any:
+        """Pickled as its configuration: the copy starts empty (entries stay in this process)."""
+        return self._made, ()
 
     @property
     def maxsize(self) -> int:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
-import os
 import re
-import struct
-import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, RedisClusterException, ResponseError
-from redis.retry import Retry
+from redis.exceptions import ResponseError
 
+from .redis_format import _HEADER, _INDEX, _MAGIC, _RELEASE, _SWAP, _UNINDEX, _tags, _unpack
+from .redis_link import Link, RedisUnavailable, _cluster_option, _is_cluster, _redact
 from .tier import check_entry
 
 __all__ = ["RedisTier", "RedisUnavailable"]
@@ -27,89 +23,10 @@ __all__ = ["RedisTier", "RedisUnavailable"]
 logger = logging.getLogger("llm_memo")
 T = TypeVar("T")
 
-# A value is: magic, expires_at on the tier's clock (inf = never), length of the tags JSON, the
-# tags, the caller's bytes. Redis expires it itself (SET PX); the header lets get() honour the
-# injected clock too and invalidate() see the entry's current tags. Other bytes are a miss.
-_HEADER = struct.Struct("!4sdI")
-_MAGIC = b"LMR1"
 _PEEK = _HEADER.size + 512  # bytes read to learn an entry's tags (longer lists: a second read)
 _BATCH = 500  # keys per round trip when scanning, invalidating or clearing
 _EVENTS_KEPT = 10_000  # invalidation events the stream keeps for machines that were away
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-# "Redis is not answering": these open the breaker. Errors Redis answers with (OOM, READONLY,
-# WRONGTYPE) prove it reachable and fail that one call only.
-_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ClusterDownError,
-                RedisClusterException, OSError)
-
-# Add ARGV[1] to the tag index KEYS[1] (a sorted set) scored by its expiry ARGV[2] ("inf": never)
-# on the tier's clock, whose now is ARGV[3]. Expired members are pruned, and the index expires
-# with its longest-lived member. Each script touches one key, so both are safe on Cluster.
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-_SWAP = ("if redis.call('GET', KEYS[1]) == ARGV[1] then"
-         " return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) and 1 end return 0")
-_INDEX = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
-if last == 'inf' then redis.call('PERSIST', KEYS[1])
-else redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(last) - tonumber(ARGV[3])) * 1000)) end
-"""
-# Remove members (ARGV: member, score, ...) still at the score read: a member re-added meanwhile
-# belongs to a newer write and stays. Returns how many went.
-_UNINDEX = """
-local n = 0
-for i = 1, #ARGV, 2 do
-  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if s and (s == ARGV[i + 1] or tonumber(s) == tonumber(ARGV[i + 1])) then
-    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
-  end
-end
-return n
-"""
-
-
-class RedisUnavailable(redis.exceptions.ConnectionError):
-    """Redis did not answer, or did not lately and the breaker is failing fast."""
-
-
-class _Breaker:
-    """Closed until a failure; then open (fail fast) for ``cooldown`` s; then one call probes."""
-
-    def __init__(self, cooldown: float, timer: Callable[[], float]) -> None:
-        self.cooldown = cooldown
-        self.reason = ""
-        self.refused = 0
-        self._timer = timer
-        self._lock = threading.Lock()  # held for a few assignments, never across I/O
-        self._until: float | None = None  # None: closed
-        self._failures = 0
-
-    def admit(self) -> int | None:
-        """A token for a call that may go ahead, or None when it must fail fast."""
-        if self._until is None:
-            return self._failures
-        with self._lock:
-            now = self._timer()
-            if self._until is not None:
-                if now < self._until:
-                    self.refused += 1
-                    return None
-                self._until = now + self.cooldown  # half-open: this call probes, others wait
-            return self._failures
-
-    def failed(self, reason: str) -> None:
-        with self._lock:
-            self._failures += 1
-            self._until = self._timer() + self.cooldown
-            self.reason = reason
-
-    def succeeded(self, token: int) -> None:
-        if self._until is not None:
-            with self._lock:
-                if token == self._failures:  # admitted after the latest failure
-                    self._until = None
-
-
 class RedisTier:
     """Share entries through Redis: values at ``{prefix}:v:{key}``, tag indexes at ``{prefix}:t:{tag}``.
 
@@ -165,78 +82,46 @@ class RedisTier:
                 raise ValueError(f"{name} must be a number of seconds >= 0; got {name}={value!r}")
         if client is not None and client.get_encoder().decode_responses:
             raise ValueError("RedisTier needs a client made with decode_responses=False: it stores bytes")
-        self._url, cluster = _cluster_option(url, cluster)
+        # pickled as this call (a ready client cannot travel: None)
+        self._made = None if client is not None else functools.partial(
+            RedisTier, url, prefix=prefix, clock=clock, socket_timeout=socket_timeout, connect_timeout=connect_timeout,
+            breaker_cooldown=breaker_cooldown, cluster=cluster, timer=timer, size_limit=size_limit)
+        url, cluster = _cluster_option(url, cluster)
         self.prefix = prefix
-        self.where = _redact(self._url) if client is None else repr(client)
+        self.where = _redact(url) if client is None else repr(client)
         self.size_limit = size_limit
-        self.attempts = 0  # exact in one thread; threads racing may lose an increment
         self._clock = clock
-        self._timer = timer
-        self._cooldown = breaker_cooldown
         self._vprefix = f"{prefix}:v:".encode()
         self._ekey = f"{prefix}:events".encode()
         self._cluster = cluster if client is None else _is_cluster(client)
-        self._owned = client is None
-        self._options: dict[str, Any] = dict(
-            socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            retry=Retry(NoBackoff(), 1),  # one reconnect for a stale pooled socket, no sleeping
-        )
-        self._client = client if client is not None or cluster else self._make()
-        self._closed = False
+        self._link = Link(url, self._cluster, client, self.where, breaker_cooldown, timer,
+                          socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout)
         self._warned = False
-        self._after_fork()
 
     def __repr__(self) -> str:
         return f"RedisTier({self.where!r}, prefix={self.prefix!r})"
 
+    def __reduce__(self) -> Any:
+        """Pickled as its configuration: the copy opens connections of its own."""
+        if self._made is None:
+            raise TypeError(f"{self!r} was made with client= and cannot be pickled: a client's connections "
+                            "cannot travel; make the tier from a URL, or in the process that uses it")
+        return self._made, ()
+
+    @property
+    def attempts(self) -> int:
+        """Calls that went to the network (exact in one thread; threads racing may lose one)."""
+        return self._link.attempts
+
     @property
     def refused(self) -> int:
         """Calls failed fast by the open breaker, without touching the network."""
-        return self._breaker.refused
+        return self._link.breaker.refused
 
     # ---- plumbing ------------------------------------------------------------------------
 
-    def _after_fork(self) -> None:
-        # Also the constructor's. A child starts with a closed breaker and new locks (one
-        # held by a parent thread at fork time would never be released in the child).
-        self._pid = os.getpid()
-        self._breaker = _Breaker(self._cooldown, self._timer)
-        self._connecting = threading.Lock()
-
-    def _make(self) -> Any:
-        if self._cluster:
-            from redis.cluster import RedisCluster
-
-            return RedisCluster.from_url(self._url, **self._options)
-        return redis.Redis.from_url(self._url, **self._options)
-
     def _run(self, op: Callable[[Any], T]) -> T:
-        """``op(client)`` behind the breaker; faults that mean Redis is gone become RedisUnavailable."""
-        if self._closed:
-            raise RuntimeError("the redis tier is closed")
-        if self._pid != os.getpid():
-            self._after_fork()
-        breaker = self._breaker
-        token = breaker.admit()
-        if token is None:
-            raise RedisUnavailable(f"Redis at {self.where} is unavailable ({breaker.reason}); "
-                                   f"failing fast for up to {breaker.cooldown:g} s")
-        self.attempts += 1
-        try:
-            if self._client is None:  # RedisCluster discovers its nodes when made
-                with self._connecting:
-                    if self._client is None:
-                        self._client = self._make()
-            result = op(self._client)
-        except _UNREACHABLE as exc:
-            breaker.failed(f"{type(exc).__name__}: {exc}")
-            raise RedisUnavailable(f"Redis at {self.where} is unavailable ({breaker.reason}); "
-                                   f"failing fast for {breaker.cooldown:g} s") from exc
-        except Exception:
-            breaker.succeeded(token)  # Redis answered, if with an error: it is reachable
-            raise
-        breaker.succeeded(token)
-        return result
+        return self._link.run(op)
 
     def _pipeline(self, client: Any, atomic: bool = False) -> Any:
         return client.pipeline(transaction=atomic and not self._cluster)  # no MULTI across slots
@@ -455,55 +340,6 @@ class RedisTier:
 
     def close(self) -> None:
         """Close the connections this tier opened; the data stays in Redis."""
-        if not self._closed:
-            self._closed = True
-            if self._owned and self._client is not None:
-                self._client.close()
+        self._link.close()
 
 
-def _unpack(raw: bytes) -> tuple[float, int] | None:
-    """(expires_at, tags length) of a value this tier wrote, else None."""
-    if len(raw) >= _HEADER.size:
-        magic, expires_at, tags_length = _HEADER.unpack_from(raw)
-        if magic == _MAGIC and not math.isnan(expires_at):
-            return expires_at, tags_length
-    return None
-
-
-def _tags(blob: bytes) -> list[str]:
-    with contextlib.suppress(ValueError):
-        tags = json.loads(blob)
-        if isinstance(tags, list):
-            return tags
-    return []
-
-
-def _cluster_option(url: str, cluster: bool | None) -> tuple[str, bool]:
-    """The URL without our ``cluster=`` query option, and whether to use Redis Cluster."""
-    if not isinstance(url, str):
-        raise TypeError(f"url must be a str such as 'redis://localhost:6379/0'; got url={url!r}")
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    option = [value for name, value in query if name == "cluster"]
-    if option:
-        rest = urllib.parse.urlencode([(name, value) for name, value in query if name != "cluster"])
-        url = urllib.parse.urlunsplit(parts._replace(query=rest))
-        if cluster is None:
-            cluster = option[-1].lower() in ("1", "true", "yes", "on")
-    return url, bool(cluster)
-
-
-def _is_cluster(client: Any) -> bool:
-    from redis.cluster import RedisCluster
-
-    return isinstance(client, RedisCluster)
-
-
-def _redact(url: str) -> str:
-    """The URL without credentials or query options, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname or ""
-    with contextlib.suppress(ValueError):
-        netloc = f"[{netloc}]" if ":" in netloc else netloc
-        netloc += f":{parts.port}" if parts.port is not None else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))

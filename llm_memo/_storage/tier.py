@@ -1,12 +1,13 @@
-"""Tier protocol: a store of bytes under opaque keys, with an absolute expiry and tags."""
+"""The Tier protocol (a store of bytes under opaque keys, with an absolute expiry and tags) and the
+small capability protocols a tier may add: the cache looks each one up with isinstance."""
 
 from __future__ import annotations
 
-import os
-import pathlib
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["EventStream", "Expiring", "Leases", "Persistent", "Shared", "Sized", "Tier", "check_entry",
+           "check_tiers", "is_shared"]
 
 
 @runtime_checkable
@@ -64,6 +65,121 @@ class Tier(Protocol):
         ...
 
 
+@runtime_checkable
+class Leases(Protocol):
+    """A tier that arbitrates who computes a key: every process (or machine) sharing it sees its
+    leases. The cache asks the lowest tier that has them. Tokens are opaque strings."""
+
+    def lease(self, key: str, token: str, seconds: float) -> bool:
+        """Take the computation of ``key`` for ``seconds`` unless a live lease holds it."""
+        ...
+
+    def release(self, key: str, token: str) -> None:
+        """Give up the lease on ``key`` if ``token`` still holds it."""
+        ...
+
+    def holder(self, key: str) -> str | None:
+        """The token of the live lease on ``key``, if any."""
+        ...
+
+    def swap(self, key: str, old: str, new: str, seconds: float) -> bool:
+        """Replace the lease ``old`` holds on ``key`` by ``new`` for ``seconds`` (compare and set)."""
+        ...
+
+
+@runtime_checkable
+class Expiring(Protocol):
+    """A tier that keeps entries past their expiry until read or culled (the disk tier): the
+    cache lists them so that they can be purged."""
+
+    def expired(self) -> list[tuple[str, bytes]]:
+        """(key, data) of the entries that expired but are still stored."""
+        ...
+
+
+@runtime_checkable
+class Sized(Protocol):
+    """A tier that can tell how many live entries and how many bytes it holds."""
+
+    def volume(self) -> int:
+        """Bytes held."""
+        ...
+
+    def __len__(self) -> int:
+        ...
+
+
+@runtime_checkable
+class Shared(Protocol):
+    """A tier that other machines read too (Redis) when its ``shared`` is true: the cache never
+    writes pickled entries to it, nor unpickles what it reads from it."""
+
+    shared: bool
+
+
+@runtime_checkable
+class Persistent(Protocol):
+    """A tier that keeps its entries in ``directory`` on this machine (the disk tier): the cache
+    keeps its savings ledger and its invalidation records there too."""
+
+    directory: str
+
+
+@runtime_checkable
+class EventStream(Protocol):
+    """A shared tier that carries invalidation events between machines (a Redis stream), read by
+    llm_memo._storage.events. ``where`` (no credentials) and ``prefix`` name the stream."""
+
+    where: str
+    prefix: str
+
+    def publish(self, event: dict[bytes, bytes]) -> bytes:
+        """Append ``event``; return its id."""
+        ...
+
+    def events(self, since: bytes, count: int = ...) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` events from the id ``since`` on, ``since`` included, oldest first."""
+        ...
+
+    def newest_event(self) -> bytes | None:
+        """The id of the newest event, or None when there is none."""
+        ...
+
+
+def is_shared(tier: object) -> bool:
+    """True for a tier other machines read too."""
+    return isinstance(tier, Shared) and tier.shared is True
+
+
+_TIER_METHODS = ("get", "set", "delete", "invalidate", "clear", "close", "keys")
+
+
+def check_tiers(tiers: Any) -> list[Tier]:
+    """The tiers a Cache is given with ``tiers=``, checked: a non-empty sequence of distinct
+    objects with the Tier methods, each with its own non-empty ``name``."""
+    if isinstance(tiers, (str, bytes)) or not isinstance(tiers, Sequence):
+        raise TypeError(f"tiers must be a list of tier objects, fastest first; got tiers={tiers!r}")
+    if not tiers:
+        raise ValueError("tiers must name at least one tier; for the default chain leave tiers=None")
+    names: set[str] = set()
+    for position, tier in enumerate(tiers):
+        if isinstance(tier, type):
+            raise TypeError(f"tiers[{position}] is the class {tier.__name__}; pass a tier object: {tier.__name__}(...)")
+        name = getattr(tier, "name", None)
+        lacks = [method for method in _TIER_METHODS if not callable(getattr(tier, method, None))]
+        if not isinstance(name, str) or not name:
+            lacks.append("name (a non-empty str)")
+        if lacks:
+            raise TypeError(f"tiers[{position}] is not a tier: {type(tier).__name__} lacks {', '.join(lacks)}; a tier "
+                            f"has a name and the methods {', '.join(_TIER_METHODS)} (see llm_memo's README, "
+                            "\"Adding a tier\")")
+        if name in names:
+            raise ValueError(f"tiers[{position}] is named {name!r} like an earlier tier; give each tier its own "
+                             "name (statistics count hits by tier name)")
+        names.add(name)
+    return list(tiers)
+
+
 def check_entry(data: object, tags: Iterable[str]) -> tuple[str, ...]:
     """Reject the caller mistakes every tier rejects alike; return the tags, deduplicated."""
     if type(data) is not bytes:
@@ -75,33 +191,3 @@ def check_entry(data: object, tags: Iterable[str]) -> tuple[str, ...]:
         if type(tag) is not str:
             raise TypeError(f"each tag must be a str, got {tag!r}")
     return unique
-
-
-def connect_read_only(path: str, timeout: float = 1.0) -> sqlite3.Connection:
-    """A connection that can only read the SQLite database at ``path``, and creates no file.
-
-    With no ``-wal`` file beside it, no connection has the database open and all of it is in
-    the file: it is opened ``immutable`` (no lock, no WAL index created, so nothing is left
-    behind). Otherwise SQLite's ``mode=ro`` reads the WAL too; where that needs a WAL index
-    that a read-only directory cannot hold, ``immutable`` again. Raises FileNotFoundError
-    when there is no database, sqlite3.Error otherwise.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no database at {path}")
-    uri = pathlib.Path(path).absolute().as_uri() + "?mode=ro"
-    if os.path.exists(path + "-wal"):
-        try:
-            return _checked(sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False))
-        except sqlite3.OperationalError:
-            if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
-                raise
-    return _checked(sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout, check_same_thread=False))
-
-
-def _checked(con: sqlite3.Connection) -> sqlite3.Connection:
-    try:
-        con.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # fail here, not on first use
-    except BaseException:
-        con.close()
-        raise
-    return con
