@@ -16,7 +16,6 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .._logic.records import Stats
-from .counters import Counters
 from .sqlite import connect_read_only
 
 __all__ = ["LEDGER_FILENAME", "Ledger", "LedgerRow"]
