@@ -30,7 +30,7 @@ def test_ruff_finds_nothing_in_the_package() -> None:
 def test_the_package_is_layered_in_folders() -> None:
     package = ROOT / "llm_memo"
     layers = {p.name for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert layers == {"_logic", "_storage", "_engine", "_semantic", "_adapters", "_tools", "testing"}
+    assert layers == {"_logic", "_storage", "_engine", "_semantic", "_adapters", "_tools", "testing", "integrations"}
     flat = sorted(p.name for p in package.glob("*.py"))
     assert flat == ["__init__.py", "__main__.py", "_errors.py"]
 
