@@ -170,7 +170,7 @@ def test_a_thread_waiting_for_an_interrupted_call_is_not_interrupted(memo: Cache
         time.sleep(0.1)
         try:
             got.append(answer("q"))
-        except BaseException as exc:  # noqa: BLE001 - what the worker saw is the finding
+        except BaseException as exc:  # what the worker saw is the finding
             got.append(exc)
 
     thread = threading.Thread(target=worker)
@@ -228,7 +228,7 @@ def test_closing_a_wrapped_stream_from_another_thread_stops_it(server: LocalServ
         try:
             for chunk in stream:
                 read.append(chunk)
-        except Exception as exc:  # noqa: BLE001 - a closed stream may end with an error
+        except Exception as exc:  # a closed stream may end with an error
             read.append(exc)
 
     thread = threading.Thread(target=reader)
