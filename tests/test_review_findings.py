@@ -101,6 +101,36 @@ def test_a_call_after_an_unread_closed_stream_is_answered(tmp_path: Path) -> Non
     assert result.stdout.strip() == "answered", result.stdout + result.stderr
 
 
+_PARTLY_READ_STREAM_THEN_CALL = """
+    import os, sys, threading, openai, llm_memo
+    from llm_memo.testing import LocalServer
+
+    with LocalServer() as server, llm_memo.Cache(sys.argv[1]) as cache:
+        raw = openai.OpenAI(base_url=server.url, api_key="sk-test", max_retries=0, timeout=10)
+        client = llm_memo.wrap(raw, cache=cache, policy="forever")
+        ask = dict(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], temperature=0)
+        stream = client.chat.completions.create(**ask, stream=True)
+        for chunk in stream:
+            break  # seen enough; `stream` stays referenced, as in a notebook's namespace
+        answers = []
+        worker = threading.Thread(target=lambda: answers.append(client.chat.completions.create(**ask)),
+                                  daemon=True)
+        worker.start()
+        worker.join(15)
+        print("answered" if answers else "still waiting", flush=True)
+        os._exit(0)
+"""
+
+
+def test_a_call_after_a_partly_read_stream_is_answered(tmp_path: Path) -> None:
+    """wrap(): a stream read in part and kept (not closed) holds its lease while the process lives;
+    the same request made non-streamed, in this process or any other, waits for it forever."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(_PARTLY_READ_STREAM_THEN_CALL),
+                             str(tmp_path / "c")], capture_output=True, text=True, env=env, timeout=60)
+    assert result.stdout.strip() == "answered", result.stdout + result.stderr
+
+
 # ---- 2. a cancelled (or interrupted) leader takes its followers down with it -------------------
 
 def test_a_follower_of_an_async_stream_is_not_cancelled_with_its_leader(memo: Cache) -> None:
@@ -241,3 +271,18 @@ def test_closing_a_wrapped_stream_from_another_thread_stops_it(server: LocalServ
         raw.close()
     chunks = [c for c in read if not isinstance(c, Exception)]
     assert len(chunks) < 8, f"the stream ran on after close(): {len(chunks)} chunks"
+
+
+# ---- 6. exceptions change type through the flow generators ---------------------------------------
+
+def test_stop_iteration_from_the_function_reaches_the_caller_as_it_is(memo: Cache) -> None:
+    """The body's exception is thrown into the flow generator, where PEP 479 turns StopIteration
+    into RuntimeError('generator raised StopIteration')."""
+    @llm_cache(cache=memo, ttl=60)
+    def first_answer(question: str) -> str:
+        return next(iter([]))  # no answer: StopIteration, as the uncached function raises
+
+    with pytest.raises(StopIteration):
+        first_answer.__wrapped__("q")
+    with pytest.raises(StopIteration):
+        first_answer("q")
