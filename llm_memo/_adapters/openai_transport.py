@@ -150,6 +150,8 @@ class _Stream:
         return iter(self.chunks)
 
     def close(self) -> None:
+        """Stop reading, from any thread (a stop button): the reader leaves; the last one to leave
+        closes the upstream connection."""
         getattr(self.chunks, "close", lambda: None)()
 
 
@@ -194,7 +196,8 @@ class _Transport:
         opened: dict[str, Any] = {}
         try:
             if route.streaming:
-                chunks = engine.stream(look, lambda: self._open(request, opened), **exchange.hooks(route))
+                chunks = engine.stream(look, lambda: self._open(request, opened), **exchange.hooks(route),
+                                       abort=lambda: opened["response"].close())
                 return exchange.streamed(request, exchange.Stream(chunks), opened, look)
             value = engine.run(look, lambda: self._fetch(request, route, live))
         except _Captured as raw:

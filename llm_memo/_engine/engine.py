@@ -171,12 +171,13 @@ class Engine:
         return self._settle(look, value, led)
 
     def stream(self, look: Lookup, open_stream: Callable[[], Iterable[Any]], *, final: Final = None,
-               finished: Callable[[Any], bool] | None = None,
-               replay_of: Callable[[Any], Iterable[Any]] = replay) -> Iterator[Any]:
+               finished: Callable[[Any], bool] | None = None, replay_of: Callable[[Any], Iterable[Any]] = replay,
+               abort: Callable[[], None] | None = None) -> Iterator[Any]:
         """The chunks of a looked-up streaming call. On a hit, `replay_of(stored value)`. On a miss,
         one source opened once and shared chunk by chunk with identical calls made meanwhile;
         `final(chunks)` is what to store (default: the chunks; None: nothing), once the source
-        ends or `finished(chunk)` says the answer is whole."""
+        ends or `finished(chunk)` says the answer is whole. `abort()` closes the source's connection
+        when every reader leaves before the end (from any thread)."""
         if look.plan is None:
             return iter(open_stream())
         if look.hit is not None:
@@ -192,7 +193,7 @@ class Engine:
             except BaseException:
                 ended(True)
                 raise
-            return SharedStream(source, complete, ended, finished)
+            return SharedStream(source, complete, ended, finished, abort)
 
         return self.streams.join(look.key, lead, lambda: self._follow(look))
 
@@ -258,7 +259,7 @@ class Engine:
                 return look.body()  # the compute `run` is given; semantic mode wraps it to learn
 
             look.hit, learn = yield io(self.semantic.consult, cache, plan, body, instance, is_async)
-            look.compute = None if learn is body else learn
+            look.compute = None if learn is body or not look.options.write else learn  # no-store: learns nothing
         return None
 
     def _lifetime(self, look: Lookup) -> tuple[Any, float | None]:
@@ -294,12 +295,12 @@ class Engine:
             if token is not None:
                 yield io(cache.release, key, token, failed)
 
-    def _lease(self, cache: Cache, key: str) -> Flow[Hit | str | None]:
+    def _lease(self, cache: Cache, key: str, renew: bool = True) -> Flow[Hit | str | None]:
         """This caller's lease on `key`, or the answer another process stored meanwhile: waited for
         while another holds the lease; read again only when a holder let go since our lookup."""
-        token, recent = yield lease(cache, key, self.lease)
+        token, recent = yield lease(cache, key, self.lease, renew)
         if token is None:  # another process computes it: wait for its answer
-            again, token = yield from self._wait(cache, key)
+            again, token = yield from self._wait(cache, key, renew)
             recent = again is None and token is not None
             if again is not None:
                 return again
@@ -314,7 +315,7 @@ class Engine:
                 return again
         return token
 
-    def _wait(self, cache: Cache, key: str) -> Flow[tuple[Hit | None, str | None]]:
+    def _wait(self, cache: Cache, key: str, renew: bool) -> Flow[tuple[Hit | None, str | None]]:
         """Poll for the leaseholder's answer until it appears or the lease is ours to take (its
         holder finished without storing, failed, or died): (hit, token). A live holder renews its
         lease, so a call longer than `lease` is waited for, never run twice."""
@@ -325,7 +326,7 @@ class Engine:
             hit = yield io(cache.get_lower, key)
             if hit is not None:
                 return hit, None
-            token, _ = yield lease(cache, key, self.lease)
+            token, _ = yield lease(cache, key, self.lease, renew)
             if token is not None:
                 return None, token
 
@@ -343,10 +344,14 @@ class Engine:
             self.accounts.stored(cache, key, latency, seconds, False)
             return
         self._stored = next(self._generations)
-        tokens, cost = savings_of(value)
-        stored = cache.set(key, value, lifetime=seconds, tags=self.planner.entry_tags(plan.arguments, look.options.tags),
-                           metadata=self.planner.metadata(plan.arguments, policy), latency=latency, tokens=tokens,
-                           cost=cost, stats=self.accounts.counters)
+        try:
+            tokens, cost = savings_of(value)
+            stored = cache.set(key, value, lifetime=seconds, metadata=self.planner.metadata(plan.arguments, policy),
+                               tags=self.planner.entry_tags(plan.arguments, look.options.tags), latency=latency,
+                               tokens=tokens, cost=cost, stats=self.accounts.counters)
+        except Exception as exc:  # the answer was paid for: the caller gets it, stored or not
+            self.accounts.unstored(cache, exc)
+            stored = False
         self.accounts.stored(cache, key, latency, seconds, stored)
 
     def _settle(self, look: Lookup, value: Any, led: bool) -> Any:
@@ -366,7 +371,7 @@ class Engine:
         assert cache is not None
         if not (self.lease and self._lifetime(look)[1] != 0 and look.options.write and look.options.read):
             return None, None
-        found = yield from self._lease(cache, key)
+        found = yield from self._lease(cache, key, renew=False)  # its reader may never finish
         return (found, None) if isinstance(found, Hit) else (None, found)
 
     def _follow(self, look: Lookup) -> None:

@@ -28,16 +28,20 @@ class Flights:
 
     def run(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
         """(result, led): led is False when another thread computed the result."""
-        with self._lock:
-            call = self._calls.get(key)
-            leader = call is None
-            if call is None:
-                call = self._calls[key] = _Call()
-        if not leader:
+        while True:
+            with self._lock:
+                call = self._calls.get(key)
+                leader = call is None
+                if call is None:
+                    call = self._calls[key] = _Call()
+            if leader:
+                break
             call.done.wait()
-            if call.error is not None:
+            if call.error is None:
+                return call.result, False
+            if isinstance(call.error, Exception):
                 raise call.error  # the leader's failure is not cached: the next call retries
-            return call.result, False
+            # the leader was interrupted (Ctrl-C in its thread), not this caller: lead instead
         try:
             call.result = compute()
             return call.result, True

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from .._storage.cache import Cache
 
-__all__ = ["BODY", "Flow", "Step", "adrive", "drive", "io", "lease", "sleep"]
+__all__ = ["BODY", "Flow", "Step", "Stopped", "adrive", "drive", "io", "lease", "sleep"]
 
 T = TypeVar("T")
 
@@ -39,14 +39,38 @@ def io(fn: Callable[..., Any], *args: Any) -> Step:
     return Step("io", fn, args)
 
 
-def lease(cache: Cache, key: str, seconds: float) -> Step:
+def lease(cache: Cache, key: str, seconds: float, renew: bool = True) -> Step:
     """Claim `key`'s computation: (token or None, released recently) as `Cache.claim` says. An async
     caller's claim is given back if it is cancelled meanwhile."""
-    return Step("lease", None, (cache, key, seconds))
+    return Step("lease", None, (cache, key, seconds, renew))
 
 
 def sleep(seconds: float) -> Step:
     return Step("sleep", None, (seconds,))
+
+
+class Stopped(Exception):
+    """The body raised StopIteration or StopAsyncIteration (a source that ended, or a function that
+    raised it): carried through the flow as an ordinary exception, since a generator turns a
+    StopIteration into RuntimeError (PEP 479), and raised as it was once out."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__()
+        self.original = original
+
+
+def _carried(exc: BaseException) -> BaseException:
+    return Stopped(exc) if isinstance(exc, (StopIteration, StopAsyncIteration)) else exc
+
+
+def _resumed(flow: Flow[T], send: Any, error: BaseException | None) -> tuple[Step | None, Any]:
+    """(the flow's next step, None), or (None, its result) once it returns."""
+    try:
+        return flow.throw(error) if error is not None else flow.send(send), None
+    except StopIteration as done:
+        return None, done.value
+    except Stopped as stopped:
+        raise stopped.original from None
 
 
 def drive(flow: Flow[T], body: Callable[[], Any] | None = None) -> T:
@@ -54,10 +78,9 @@ def drive(flow: Flow[T], body: Callable[[], Any] | None = None) -> T:
     send: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(send)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        step, result = _resumed(flow, send, error)
+        if step is None:
+            return result  # type: ignore[no-any-return]
         send, error = None, None
         try:
             if step.kind == "body":
@@ -69,7 +92,7 @@ def drive(flow: Flow[T], body: Callable[[], Any] | None = None) -> T:
             else:
                 send = step.fn(*step.args)  # type: ignore[misc]
         except BaseException as exc:  # thrown back in: the flow's finally blocks run
-            error = exc
+            error = _carried(exc)
 
 
 async def adrive(flow: Flow[T], body: Callable[[], Awaitable[Any]] | None = None) -> T:
@@ -77,10 +100,9 @@ async def adrive(flow: Flow[T], body: Callable[[], Awaitable[Any]] | None = None
     send: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            step = flow.throw(error) if error is not None else flow.send(send)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        step, result = _resumed(flow, send, error)
+        if step is None:
+            return result  # type: ignore[no-any-return]
         send, error = None, None
         try:
             if step.kind == "body":
@@ -91,11 +113,24 @@ async def adrive(flow: Flow[T], body: Callable[[], Awaitable[Any]] | None = None
                 send = await _take_lease(*step.args)
             else:
                 send = await asyncio.to_thread(step.fn, *step.args)  # type: ignore[arg-type]
+        except GeneratorExit:  # this coroutine is being closed: no more awaiting, clean up here
+            _unwind(flow)
+            raise
         except BaseException as exc:
-            error = exc
+            error = _carried(exc)
 
 
-async def _take_lease(cache: Cache, key: str, seconds: float) -> tuple[str | None, bool]:
+def _unwind(flow: Flow[Any]) -> None:
+    """Run a flow's cleanup (giving a lease back) in this thread; any other step is skipped."""
+    try:
+        step = flow.throw(GeneratorExit())
+        while True:
+            step = flow.send(step.fn(*step.args) if step.kind == "io" and step.fn is not None else None)
+    except BaseException:
+        return
+
+
+async def _take_lease(cache: Cache, key: str, seconds: float, renew: bool) -> tuple[str | None, bool]:
     """`cache.claim` in a worker thread. The thread runs on if the task is cancelled meanwhile (or
     its loop closes); whichever side finds the other gone gives the lease back, in a thread, so a
     cancelled caller never holds a key for `seconds`."""
@@ -103,7 +138,7 @@ async def _take_lease(cache: Cache, key: str, seconds: float) -> tuple[str | Non
     state: dict[str, Any] = {"abandoned": False, "token": None}
 
     def take() -> tuple[str | None, bool]:
-        token, recent = cache.claim(key, seconds)
+        token, recent = cache.claim(key, seconds, renew)
         with guard:
             if state["abandoned"]:
                 if token is not None:

@@ -66,6 +66,13 @@ class Accounts:
         if cache.ledger is not None:
             cache.ledger.miss(self.function, _model_of(plan.arguments))
 
+    def unstored(self, cache: Cache, exc: Exception) -> None:
+        """An answer that could not be stored (an error, counted and logged): the call still returns it."""
+        self.counters.error()
+        cache.counters.error()
+        logger.warning("llm_memo: the answer of %s could not be stored (%s: %s); returning it uncached",
+                       self.function, type(exc).__name__, exc)
+
     def stored(self, cache: Cache, key: str, latency: float, seconds: float | None, stored: bool) -> None:
         if logger.isEnabledFor(_DEBUG):
             logger.debug("miss %s key=%s latency=%.3fs ttl=%s stored=%s", self.function, key[:12], latency, seconds,

@@ -10,6 +10,7 @@ consumer sees it), and the whole answer is stored only when the source completes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -18,9 +19,9 @@ from typing import Any
 import orjson
 
 from .._logic.canonical import is_plain
-from .flow import BODY, Flow, adrive, drive, io
+from .flow import BODY, Flow, Stopped, adrive, drive, io
 
-__all__ = ["AsyncSharedStream", "SharedStream", "StreamFlights", "areplay", "replay", "snapshot"]
+__all__ = ["AsyncSharedStream", "SharedStream", "StreamFlights", "StreamInterrupted", "areplay", "replay", "snapshot"]
 
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
 
@@ -52,29 +53,53 @@ async def areplay(chunks: Iterable[Any]) -> AsyncIterator[Any]:
         yield chunk
 
 
+class StreamInterrupted(Exception):
+    """What readers along a shared stream get when the caller pulling it was interrupted (Ctrl-C,
+    a cancelled task) and the source broke off with it."""
+
+
 class _Shared:
     """What the sync and async shared streams have in common: the recorded chunks and the ending.
 
     complete(chunks) runs once when the source ends, or as soon as `finished(chunk)` says the
     answer is over (an SSE stream's last event, or an error event: its reader may stop there);
-    ended(failed) runs once however the stream ends, abandoned included.
+    ended(failed) runs once however the stream ends, abandoned included; abort() closes the
+    source's connection when every reader left before the end.
     """
 
     def __init__(self, complete: Callable[[list[Any]], Any], ended: Callable[[bool], None],
-                 finished: Callable[[Any], bool] | None) -> None:
+                 finished: Callable[[Any], bool] | None, abort: Callable[[], None] | None) -> None:
         self.chunks: list[Any] = []
         self.error: BaseException | None = None
         self.exhausted = False
         self.whole = False
         self.readers = 0
-        self._complete, self._ended, self._finished = complete, ended, finished
+        self._complete, self._ended, self._finished, self._abort = complete, ended, finished, abort
         self._over = False
+        self._count = threading.Lock()
 
     @property
     def joinable(self) -> bool:
         """Whether a caller arriving now should read along: not once the answer is whole, spoiled
         or over (it then finds the stored answer, or opens its own)."""
         return not self.whole and not self.exhausted and self.error is None
+
+    def join(self) -> None:
+        with self._count:
+            self.readers += 1
+
+    def leave(self) -> bool:
+        """One reader fewer; True when it was the last one and the stream is not over: abandoned."""
+        with self._count:
+            self.readers -= 1
+            return self.readers == 0 and not self.exhausted and self.error is None
+
+    def abandon(self) -> None:
+        """Every reader left before the end: nothing is stored, the lease goes back, the source closes."""
+        self._end(failed=False)
+        if self._abort is not None:
+            with contextlib.suppress(Exception):
+                self._abort()
 
     def _buffered(self, index: int) -> tuple[Any, bool] | None:
         """(chunk, True) when chunk `index` was read already, (None, False) when the stream is over,
@@ -93,7 +118,7 @@ class _Shared:
             return buffered
         try:
             live = yield BODY
-        except (StopIteration, StopAsyncIteration):
+        except Stopped:
             self.exhausted = True
             try:
                 if not self.whole:
@@ -102,7 +127,8 @@ class _Shared:
                 yield io(self._end, False)
             return None, False
         except BaseException as exc:
-            self.error = exc
+            self.error = exc if isinstance(exc, Exception) else StreamInterrupted(
+                f"the stream's source broke off: the caller reading it was interrupted ({type(exc).__name__})")
             yield io(self._end, True)
             raise
         if self._record(live):
@@ -124,64 +150,142 @@ class _Shared:
 class SharedStream(_Shared):
     """A sync source shared by the threads that ask for it at once."""
 
-    def __init__(self, source: Iterable[Any], complete: Callable[[list[Any]], Any],
-                 ended: Callable[[bool], None], finished: Callable[[Any], bool] | None = None) -> None:
-        super().__init__(complete, ended, finished)
+    def __init__(self, source: Iterable[Any], complete: Callable[[list[Any]], Any], ended: Callable[[bool], None],
+                 finished: Callable[[Any], bool] | None = None, abort: Callable[[], None] | None = None) -> None:
+        super().__init__(complete, ended, finished, abort)
         self._source = iter(source)
         self._pull = threading.Lock()  # one reader pulls at a time; buffered chunks need no lock
-        self._count = threading.Lock()
 
-    def reader(self) -> Iterator[Any]:
-        with self._count:
-            self.readers += 1
-        index = 0
-        try:
-            while True:
-                chunk, more = self._buffered(index) or self._next(index)
-                if not more:
-                    return
-                index += 1
-                yield chunk
-        finally:
-            with self._count:
-                self.readers -= 1
-                last = self.readers == 0 and not self.exhausted
-            if last:
-                self._end(failed=False)  # abandoned by every reader: nothing stored
+    def reader(self, on_close: Callable[[], None] | None = None) -> Reader:
+        return Reader(self, on_close)
 
-    def _next(self, index: int) -> tuple[Any, bool]:
+    def next(self, index: int) -> tuple[Any, bool]:
+        buffered = self._buffered(index)
+        if buffered is not None:
+            return buffered
         with self._pull:
             return drive(self._pulled(index), self._source.__next__)
 
 
 class AsyncSharedStream(_Shared):
-    """An async source shared by the tasks of one event loop that ask for it at once; complete
-    and ended run in a worker thread (they store and give leases back)."""
+    """An async source shared by the tasks of one event loop that ask for it at once. A pull runs
+    as a task of its own, so a reader that is cancelled never breaks the source for the others;
+    complete and ended run in a worker thread (they store and give leases back)."""
 
     def __init__(self, source: Any, complete: Callable[[list[Any]], Any], ended: Callable[[bool], None],
-                 finished: Callable[[Any], bool] | None = None) -> None:
-        super().__init__(complete, ended, finished)
+                 finished: Callable[[Any], bool] | None = None, abort: Callable[[], None] | None = None) -> None:
+        super().__init__(complete, ended, finished, abort)
         self._source = source.__aiter__()
-        self._pull = asyncio.Lock()
+        self._pending: asyncio.Future[Any] | None = None
 
-    async def reader(self) -> AsyncIterator[Any]:
-        self.readers += 1
-        index = 0
+    def reader(self, on_close: Callable[[], None] | None = None) -> AsyncReader:
+        return AsyncReader(self, on_close)
+
+    async def next(self, index: int) -> tuple[Any, bool]:
+        while True:
+            buffered = self._buffered(index)
+            if buffered is not None:
+                return buffered
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(adrive(self._pulled(len(self.chunks)), self._source.__anext__))
+                self._pending.add_done_callback(_retrieved)
+            pending = self._pending
+            try:
+                await asyncio.shield(pending)
+            except Exception:
+                pass  # recorded as the stream's error: _buffered raises it
+            finally:
+                if pending.done() and self._pending is pending:
+                    self._pending = None
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # readers see it through the stream's error; nobody need await the task
+
+
+class Reader:
+    """One caller's iterator over a shared stream. It counts as a reader from the moment it is made
+    until it is exhausted, closed (from any thread) or collected."""
+
+    def __init__(self, shared: SharedStream, on_close: Callable[[], None] | None) -> None:
+        shared.join()
+        self._shared, self._on_close, self._index, self._closed = shared, on_close, 0, False
+
+    def __iter__(self) -> Reader:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed:
+            raise StopIteration
         try:
-            while True:
-                chunk, more = self._buffered(index) or await self._next(index)
-                if not more:
-                    return
-                index += 1
-                yield chunk
-        finally:
-            self.readers -= 1
-            if self.readers == 0 and not self.exhausted:
-                await asyncio.to_thread(self._end, False)
+            chunk, more = self._shared.next(self._index)
+        except BaseException:
+            if self._closed:  # closed from another thread while this one waited for a chunk
+                raise StopIteration from None
+            self.close()
+            raise
+        if not more:
+            self.close()
+            raise StopIteration
+        self._index += 1
+        return chunk
 
-    async def _next(self, index: int) -> tuple[Any, bool]:
-        async with self._pull:
-            return await adrive(self._pulled(index), self._source.__anext__)
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._shared.leave():
+            self._shared.abandon()
+        if self._on_close is not None:
+            self._on_close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class AsyncReader:
+    """One task's async iterator over a shared stream (see Reader)."""
+
+    def __init__(self, shared: AsyncSharedStream, on_close: Callable[[], None] | None) -> None:
+        shared.join()
+        self._shared, self._on_close, self._index, self._closed = shared, on_close, 0, False
+
+    def __aiter__(self) -> AsyncReader:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            chunk, more = await self._shared.next(self._index)
+        except BaseException:
+            self.close_now()  # no awaiting here: this task may be being cancelled
+            raise
+        if not more:
+            await self.aclose()
+            raise StopAsyncIteration
+        self._index += 1
+        return chunk
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._shared.leave():
+                await asyncio.to_thread(self._shared.abandon)
+            if self._on_close is not None:
+                self._on_close()
+
+    def close_now(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._shared.leave():
+                self._shared.abandon()
+            if self._on_close is not None:
+                self._on_close()
+
+    def __del__(self) -> None:
+        self.close_now()
 
 
 class StreamFlights:
@@ -211,9 +315,7 @@ class StreamFlights:
             if current.joinable:
                 follow()
                 return current.reader()  # type: ignore[no-any-return]
-            with self._lock:
-                if self._open.get(key) is current:
-                    del self._open[key]
+            self._forget(key, current)
         opened: Any = None
         try:
             opened = lead()
@@ -224,15 +326,15 @@ class StreamFlights:
                 else:
                     del self._open[key]
             opening.set()
-        return self._reader(key, opened) if isinstance(opened, SharedStream) else opened
+        if isinstance(opened, SharedStream):
+            return opened.reader(lambda: self._forget(key, opened))
+        return opened  # type: ignore[no-any-return]
 
-    def _reader(self, key: Any, shared: SharedStream) -> Iterator[Any]:
-        try:
-            yield from shared.reader()
-        finally:
-            with self._lock:
-                if self._open.get(key) is shared:
-                    del self._open[key]  # later callers find the stored answer, or start anew
+    def _forget(self, key: Any, shared: Any) -> None:
+        """Later callers find the stored answer, or start anew."""
+        with self._lock:
+            if self._open.get(key) is shared:
+                del self._open[key]
 
     async def ajoin(self, key: str, lead: Callable[[], Any], follow: Callable[[], None]) -> AsyncIterator[Any]:
         """`join` for async sources; `lead` is a coroutine function."""
@@ -253,12 +355,6 @@ class StreamFlights:
             else:
                 del self._open[slot]
             opening.set_result(None)
-        return self._areader(slot, opened) if isinstance(opened, AsyncSharedStream) else opened
-
-    async def _areader(self, slot: Any, shared: AsyncSharedStream) -> AsyncIterator[Any]:
-        try:
-            async for chunk in shared.reader():
-                yield chunk
-        finally:
-            if self._open.get(slot) is shared:
-                del self._open[slot]
+        if isinstance(opened, AsyncSharedStream):
+            return opened.reader(lambda: self._forget(slot, opened))
+        return opened  # type: ignore[no-any-return]

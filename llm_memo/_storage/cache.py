@@ -223,10 +223,12 @@ class Cache:
         """
         return self._leases.take(key, seconds)[0]
 
-    def claim(self, key: str, seconds: float) -> tuple[str | None, bool]:
+    def claim(self, key: str, seconds: float, renew: bool = True) -> tuple[str | None, bool]:
         """`lease`, and whether another holder let the key go in the last few seconds: its answer may
-        have been stored after this caller read the tiers, which it then reads again."""
-        return self._leases.take(key, seconds)
+        have been stored after this caller read the tiers, which it then reads again. `renew`: keep
+        the lease while this process lives (a stream's lease is not: its reader may never finish).
+        Unlike `lease`, a lease this process holds already does not make the caller wait."""
+        return self._leases.take(key, seconds, renew, mine=True)
 
     def release(self, key: str, token: str, failed: bool = False) -> None:
         """Give back a lease taken with `lease`. It is left as a short-lived marker: of a finished

@@ -77,6 +77,12 @@ def holder_alive(token: str) -> bool:
     return started is not None and (not started or not parts[2] or started == parts[2])
 
 
+def is_mine(token: str) -> bool:
+    """Whether a lease token was made by this process."""
+    new_token()  # makes this process's prefix
+    return token.startswith(_me[1])
+
+
 def failed_marker(token: str) -> str:
     """What a holder whose call failed leaves in its lease's place for `FAILED_FOR` seconds."""
     return _FAILED + token
@@ -146,10 +152,13 @@ class Leasing:
         self._fault = fault
         self._heartbeat = Heartbeat(self._renew)
 
-    def take(self, key: str, seconds: float) -> tuple[str | None, bool]:
+    def take(self, key: str, seconds: float, renew: bool = True, mine: bool = False) -> tuple[str | None, bool]:
         """(a token when this process should compute `key`, None while another live holder has it;
         whether another holder let the key go in the last `RELEASED_FOR` seconds: its answer may
-        have been stored after this caller read the tiers, which it then reads again)."""
+        have been stored after this caller read the tiers, which it then reads again). `mine`: a lease
+        this process holds already gives a token too, unleased (the engine merges identical calls of
+        one process before they get here, so waiting on its own lease could only deadlock).
+        `renew`: keep the lease while this process lives."""
         token = new_token()
         arbiter = self._arbiter()
         if arbiter is None:
@@ -161,13 +170,16 @@ class Leasing:
                 holder = tier.holder(key)
                 if holder is not None and is_failed(holder):
                     return token, False  # not held: every waiter runs now rather than one after another
+                if mine and holder is not None and is_mine(holder):
+                    return token, False  # not held by this caller: it computes, as it would without a lease
                 recent = holder == RELEASED
                 if holder is None or (not recent and holder_alive(holder)) or not tier.swap(key, holder, token, seconds):
                     return None, False
         except Exception as exc:
             self._fault(name, "lease", exc, None)
             return token, False
-        self._heartbeat.hold(key, token, seconds)
+        if renew:
+            self._heartbeat.hold(key, token, seconds)
         return token, recent
 
     def give_back(self, key: str, token: str, failed: bool) -> None:

@@ -1,4 +1,4 @@
-"""Defects found reviewing the one-engine call path, each shown through the public API.
+"""Attacks on the one-engine call path, each through the public API.
 
 Every test here failed when it was written (see the review report); a fix makes it pass.
 """
