@@ -199,7 +199,7 @@ def test_a_wrapped_calls_warning_points_at_the_users_line(server: LocalServer, t
                                                           temperature: float | None) -> None:
     extra = {} if temperature is None else {"temperature": temperature}
     with openai.OpenAI(base_url=server.url, api_key="k", max_retries=0) as raw:
-        client = llm_memo.wrap(raw, cache=Cache(tmp_path / "memo"))
+        client = llm_memo.wrap(raw, cache=Cache(tmp_path / "memo"), on_unset_temperature="bypass")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             client.chat.completions.create(**ASK, **extra)
@@ -219,7 +219,7 @@ def test_a_wrapped_calls_warning_points_at_the_users_line(server: LocalServer, t
 def test_a_wrapped_async_calls_warning_points_at_the_users_line(server: LocalServer, tmp_path: Path) -> None:
     async def main() -> list[warnings.WarningMessage]:
         raw = openai.AsyncOpenAI(base_url=server.url, api_key="k", max_retries=0)
-        client = llm_memo.wrap(raw, cache=Cache(tmp_path / "memo"))
+        client = llm_memo.wrap(raw, cache=Cache(tmp_path / "memo"), on_unset_temperature="bypass")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             await client.chat.completions.create(**ASK)

@@ -311,3 +311,29 @@ def test_an_openai_miss_keys_once_and_reads_each_tier_once(client: Any, memo: Ca
     counts.clear()
     client.chat.completions.create(**ask("counted"))
     assert counts == {"key": 1, "memory": 1}  # a hit: the memory tier has it
+
+
+# ---- a call that sets no temperature --------------------------------------------------------
+
+def test_a_decorated_call_that_sets_no_temperature_is_cached_unless_told_otherwise(memo: Cache) -> None:
+    calls: list[str] = []
+
+    @llm_cache(cache=memo, policy="forever")
+    def relaxed(q: str, temperature: float | None = None) -> str:
+        calls.append(q)
+        return q
+
+    @llm_cache(cache=memo, policy="forever", on_unset_temperature="bypass")
+    def strict(q: str, temperature: float | None = None) -> str:
+        calls.append(q)
+        return q
+
+    relaxed("a")
+    relaxed("a")
+    assert calls == ["a"]
+    with pytest.warns(llm_memo.NonDeterministicCallWarning, match="temperature not set"):
+        strict("b")
+    strict("b")
+    strict("b", temperature=0)
+    strict("b", temperature=0)
+    assert calls == ["a", "b", "b", "b"]

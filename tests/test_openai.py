@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -435,7 +436,7 @@ def test_namespace_separates_two_wrapped_clients(server: LocalServer, make: Call
 def test_nondeterministic_calls_bypass_with_one_warning(server: LocalServer, make: Callable[..., Any],
                                                         memo: llm_memo.Cache,
                                                         temperature: float | None) -> None:
-    client = make()
+    client = make(on_unset_temperature="bypass")  # the strict rule: unset means the provider's 1.0
     request = ask(temperature=temperature) if temperature is not None else {
         k: v for k, v in ask().items() if k != "temperature"}
     with pytest.warns(llm_memo.NonDeterministicCallWarning) as record:
@@ -447,8 +448,32 @@ def test_nondeterministic_calls_bypass_with_one_warning(server: LocalServer, mak
     assert memo.counters.snapshot().bypassed == 3
 
 
+def test_a_call_that_sets_no_temperature_is_cached_and_said_once(server: LocalServer, make: Callable[..., Any],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    client = make()
+    request = {k: v for k, v in ask().items() if k != "temperature"}
+    with caplog.at_level(logging.INFO, logger="llm_memo"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no bypass warning
+        for _ in range(3):
+            client.chat.completions.create(**request)
+            client.chat.completions.create(**request, stream=True).close()
+    assert upstream(server) == 1
+    told = [r.getMessage() for r in caplog.records if "set no temperature" in r.getMessage()]
+    assert len(told) == 1 and "on_unset_temperature='bypass'" in told[0]
+    with pytest.warns(llm_memo.NonDeterministicCallWarning):
+        client.chat.completions.create(**ask(temperature=0.7))  # an explicit temperature > 0 still bypasses
+    assert upstream(server) == 2
+
+
+def test_on_unset_temperature_is_checked(make: Callable[..., Any]) -> None:
+    with pytest.raises(ValueError, match="on_unset_temperature"):
+        make(on_unset_temperature="maybe")
+    with pytest.raises(ValueError, match="on_unset_temperature"):
+        llm_memo.llm_cache(on_unset_temperature="never")(lambda q: q)
+
+
 def test_nondeterministic_raise_refuses_before_sending(server: LocalServer, make: Callable[..., Any]) -> None:
-    client = make(on_nondeterministic="raise", max_retries=3)
+    client = make(on_nondeterministic="raise", on_unset_temperature="bypass", max_retries=3)
     for request in (ask(temperature=0.7), {k: v for k, v in ask().items() if k != "temperature"}):
         with pytest.raises(llm_memo.NonDeterministicCallError):
             client.chat.completions.create(**request)

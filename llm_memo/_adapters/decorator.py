@@ -211,7 +211,8 @@ def llm_cache(
     func: None = None, *, policy: CachePolicy | str | Callable[[str], Any] | None = None, ttl: Any = None,
     cache: Cache | None = None, ignore: Iterable[str] = (), key: Callable[..., Any] | None = None,
     version: Any = None, tags: Sequence[str] = (), namespace: str | None = None,
-    on_nondeterministic: str = "bypass", intent_arg: str | None = None, track_source: bool = True,
+    on_nondeterministic: str = "bypass", on_unset_temperature: str = "cache", intent_arg: str | None = None,
+    track_source: bool = True,
     semantic: Any = None, lease: float = 10.0, early_refresh: float = 0.0,
 ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
@@ -219,6 +220,7 @@ def llm_cache(
 def llm_cache(func: Any = None, *, policy: Any = None, ttl: Any = None, cache: Cache | None = None,
               ignore: Iterable[str] = (), key: Callable[..., Any] | None = None, version: Any = None,
               tags: Sequence[str] = (), namespace: str | None = None, on_nondeterministic: str = "bypass",
+              on_unset_temperature: str = "cache",
               intent_arg: str | None = None, track_source: bool = True, semantic: Any = None,
               lease: float = 10.0, early_refresh: float = 0.0) -> Any:
     """Memoize a prompt function (plain, async, generator or async generator; methods too).
@@ -231,7 +233,8 @@ def llm_cache(func: Any = None, *, policy: Any = None, ttl: Any = None, cache: C
     ignore: parameters left out of the key. key: a callable taking the call's arguments and
         returning the value to key by instead. version / namespace: part of every key.
     tags: added to every entry. on_nondeterministic: "bypass", "raise" or "cache" for calls
-        with temperature > 0. intent_arg: the parameter holding the prompt text.
+        with temperature > 0. on_unset_temperature: "cache" (default: a call that sets no
+        temperature keeps the provider's first sample) or "bypass" (treat it as temperature 1.0). intent_arg: the parameter holding the prompt text.
     track_source: key by a fingerprint of the function's source (edit it: fresh results).
     semantic: an llm_memo.SemanticMatch to serve paraphrases of cached prompts (off by default).
     lease: seconds a lease on a key's computation lasts unless its holder renews it (it does while
@@ -245,7 +248,8 @@ def llm_cache(func: Any = None, *, policy: Any = None, ttl: Any = None, cache: C
     on the class to key by the instance's state.
     """
     options = dict(policy=policy, ttl=ttl, cache=cache, ignore=ignore, key=key, version=version, tags=tags,
-                   namespace=namespace, on_nondeterministic=on_nondeterministic, intent_arg=intent_arg,
+                   namespace=namespace, on_nondeterministic=on_nondeterministic,
+                   on_unset_temperature=on_unset_temperature, intent_arg=intent_arg,
                    track_source=track_source, semantic=semantic, lease=lease, early_refresh=early_refresh)
     if func is None:
         return lambda f: llm_cache(f, **options)

@@ -36,12 +36,15 @@ _STATEFUL = ("previous_response_id", "conversation", "background", "prompt")
 
 
 def wrap(client: Any, *, cache: Cache | None = None, policy: Any = None, ttl: Any = None,
-         on_nondeterministic: str = "bypass", namespace: str | None = None, version: Any = None,
+         on_nondeterministic: str = "bypass", on_unset_temperature: str = "cache",
+         namespace: str | None = None, version: Any = None,
          cache_stateful: bool = False, semantic: Any = None) -> Any:
     """A copy of `client` (openai.OpenAI or AsyncOpenAI) that caches deterministic calls.
 
-    Chat and Responses calls with temperature > 0, or with no temperature (the provider
-    default is 1.0), follow `on_nondeterministic`. Embeddings are always cacheable. Calls
+    Chat and Responses calls with temperature > 0 follow `on_nondeterministic`; a call that sets
+    no temperature is cached (the provider's first sample is kept) unless
+    `on_unset_temperature="bypass"`, which treats it as the provider's default of 1.0 (said
+    once at INFO on the llm_memo logger). Embeddings are always cacheable. Calls
     that use provider-side state (`previous_response_id`, `conversation`) pass through
     unless `cache_stateful=True`. Different API keys share entries; pass `namespace=` to
     keep them apart. The client you pass in is left as it was. `semantic=` (an
@@ -52,6 +55,7 @@ def wrap(client: Any, *, cache: Cache | None = None, policy: Any = None, ttl: An
     _check_client(client)
     http = client._client
     front = _Front(cache=cache, policy=policy, ttl=ttl, on_nondeterministic=on_nondeterministic,
+                   on_unset_temperature=on_unset_temperature,
                    namespace=namespace, version=version, cache_stateful=cache_stateful, semantic=semantic)
     is_async = hasattr(http._transport, "handle_async_request")
     sync, asynchronous = transports(_http_module(http))
@@ -121,6 +125,7 @@ class _Front:
     """The settings of one wrap() and one engine per endpoint kind."""
 
     def __init__(self, *, cache: Cache | None, policy: Any, ttl: Any, on_nondeterministic: str,
+                 on_unset_temperature: str,
                  namespace: str | None, version: Any, cache_stateful: bool, semantic: Any = None) -> None:
         self.cache_stateful = cache_stateful
         self.engines: dict[str, Engine] = {}
@@ -130,7 +135,7 @@ class _Front:
             self.engines[kind] = Engine(
                 _endpoint_function(kind), policy=embeddings_policy if deterministic else policy, ttl=ttl,
                 cache=cache, on_nondeterministic=on_nondeterministic, namespace=namespace, version=version,
-                track_source=False, default_temperature=None if deterministic else 1.0,
+                track_source=False, on_unset_temperature=on_unset_temperature, deterministic=deterministic,
                 semantic=None if deterministic else semantic, shown=_shown,
             )
 

@@ -6,6 +6,7 @@ arguments as they have them (a function's args and kwargs, or an HTTP request's 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -30,6 +31,7 @@ from .config import default_policy
 
 __all__ = ["Plan", "Planner"]
 
+logger = logging.getLogger("llm_memo")
 _LIBRARIES = ("llm_memo", "openai", "httpx", "httpx2", "wrapt", "asyncio")  # between the user and the warning
 
 
@@ -56,6 +58,13 @@ def _stacklevel_of_caller() -> int:
     return level
 
 
+def _unset_mode(value: object) -> str:
+    if value in ("cache", "bypass"):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"on_unset_temperature={value!r} is not a mode; use 'cache' (keep the provider's first "
+                     "sample of a call that sets no temperature) or 'bypass' (call it uncached)")
+
+
 def _own_policy(policy: Any) -> CachePolicy | PolicyCallable | None:
     """A function's own policy=, checked; None: the process default, read at each call (so
     configure(policy=...) after decorating applies), checked now that a bad LLM_MEMO_POLICY
@@ -73,7 +82,7 @@ class Planner:
                  ignore: Iterable[str] = (), key: Callable[..., Any] | None = None, version: Any = None,
                  tags: Sequence[str] = (), namespace: str | None = None, on_nondeterministic: str = "bypass",
                  intent_arg: str | None = None, track_source: bool = True,
-                 default_temperature: float | None = None,
+                 on_unset_temperature: str = "cache", deterministic: bool = False,
                  shown: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         if key is not None and not callable(key):
             raise TypeError(f"key= takes a callable returning a keyable value; got {key!r}")
@@ -90,7 +99,11 @@ class Planner:
                              f"{list(self.keys.signature.parameters)!r}")
         self.key_function = key
         self.intent_arg = intent_arg
-        self.default_temperature = default_temperature
+        unset = _unset_mode(on_unset_temperature)
+        # "bypass": a call that sets no temperature samples at the provider's default (about 1.0)
+        self.default_temperature = 1.0 if unset == "bypass" and not deterministic else None
+        parameters = self.keys.signature.parameters
+        self._tell_unset = not deterministic and ("temperature" in parameters or self.keys.var_keyword is not None)
         self.function = self.keys.function
         scope = f"{namespace}/" if namespace else ""  # invalidating one tenant's function spares the others
         self.tags = (f"fn:{scope}{self.function}", *tags)
@@ -111,6 +124,11 @@ class Planner:
         """The guard's verdict on bound arguments; raises NonDeterministicCallError in "raise" mode."""
         temperature = find_temperature(arguments, self.keys.var_keyword)
         if temperature is None and self.default_temperature is None:
+            if self._tell_unset:
+                self._tell_unset = False
+                logger.info("llm_memo: calls of %s that set no temperature are cached (the provider's first "
+                            "sample is kept); pass on_unset_temperature='bypass' to call them uncached",
+                            self.function)
             return Verdict.CACHE
         verdict = decide(self.mode, is_nondeterministic(temperature, default=self.default_temperature))
         if verdict is Verdict.RAISE:
