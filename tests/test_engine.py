@@ -29,8 +29,10 @@ def server() -> Iterator[LocalServer]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh(server: LocalServer) -> None:
+def _fresh(server: LocalServer) -> Iterator[None]:
     server.reset()
+    server.chunk_delay = 0.0
+    yield
     server.chunk_delay = 0.0
 
 

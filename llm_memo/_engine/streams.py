@@ -204,13 +204,36 @@ def _retrieved(task: asyncio.Future[Any]) -> None:
         task.exception()  # readers see it through the stream's error; nobody need await the task
 
 
-class Reader:
-    """One caller's iterator over a shared stream. It counts as a reader from the moment it is made
+class _Reading:
+    """One caller's place in a shared stream. It counts as a reader from the moment it is made
     until it is exhausted, closed (from any thread) or collected."""
 
-    def __init__(self, shared: SharedStream, on_close: Callable[[], None] | None) -> None:
+    def __init__(self, shared: _Shared, on_close: Callable[[], None] | None) -> None:
         shared.join()
         self._shared, self._on_close, self._index, self._closed = shared, on_close, 0, False
+
+    def _leaving(self) -> bool:
+        """Leave the stream once; True when this was its last reader and it must be abandoned."""
+        if self._closed:
+            return False
+        self._closed = True
+        last = self._shared.leave()
+        if self._on_close is not None:
+            self._on_close()
+        return last
+
+    def close_now(self) -> None:
+        if self._leaving():
+            self._shared.abandon()
+
+    def __del__(self) -> None:
+        self.close_now()
+
+
+class Reader(_Reading):
+    """A thread's iterator over a shared stream."""
+
+    _shared: SharedStream
 
     def __iter__(self) -> Reader:
         return self
@@ -223,33 +246,21 @@ class Reader:
         except BaseException:
             if self._closed:  # closed from another thread while this one waited for a chunk
                 raise StopIteration from None
-            self.close()
+            self.close_now()
             raise
         if not more:
-            self.close()
+            self.close_now()
             raise StopIteration
         self._index += 1
         return chunk
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._shared.leave():
-            self._shared.abandon()
-        if self._on_close is not None:
-            self._on_close()
-
-    def __del__(self) -> None:
-        self.close()
+    close = _Reading.close_now
 
 
-class AsyncReader:
-    """One task's async iterator over a shared stream (see Reader)."""
+class AsyncReader(_Reading):
+    """A task's async iterator over a shared stream."""
 
-    def __init__(self, shared: AsyncSharedStream, on_close: Callable[[], None] | None) -> None:
-        shared.join()
-        self._shared, self._on_close, self._index, self._closed = shared, on_close, 0, False
+    _shared: AsyncSharedStream
 
     def __aiter__(self) -> AsyncReader:
         return self
@@ -269,23 +280,8 @@ class AsyncReader:
         return chunk
 
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._shared.leave():
-                await asyncio.to_thread(self._shared.abandon)
-            if self._on_close is not None:
-                self._on_close()
-
-    def close_now(self) -> None:
-        if not self._closed:
-            self._closed = True
-            if self._shared.leave():
-                self._shared.abandon()
-            if self._on_close is not None:
-                self._on_close()
-
-    def __del__(self) -> None:
-        self.close_now()
+        if self._leaving():
+            await asyncio.to_thread(self._shared.abandon)
 
 
 class StreamFlights:
