@@ -26,6 +26,7 @@ FAILED_FOR = 5.0  # seconds a failed holder's marker lets waiters run at once in
 RELEASED = "released"
 RELEASED_FOR = 10.0
 _FAILED = "failed:"
+_IDLE = 30.0  # seconds the heartbeat thread waits for a new lease before it ends
 
 
 def _host() -> str:
@@ -103,9 +104,11 @@ class Heartbeat:
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._closing = False
 
     def hold(self, key: str, token: str, seconds: float) -> None:
         with self._wake:
+            self._closing = False
             self._held[key, token] = (seconds, time.monotonic() + seconds / 3)
             if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
                 self._pid = os.getpid()  # a forked child has no thread of its parent's
@@ -121,9 +124,13 @@ class Heartbeat:
     def _run(self) -> None:
         while True:
             with self._wake:
-                if not self._held:
-                    self._thread = None
-                    return
+                if not self._held:  # idle: stay a while, so a run of misses starts no thread each
+                    idle_until = time.monotonic() + _IDLE
+                    while not self._held and not self._closing and (left := idle_until - time.monotonic()) > 0:
+                        self._wake.wait(left)
+                    if not self._held:
+                        self._thread = None
+                        return
                 now = time.monotonic()
                 due = [(held, seconds) for held, (seconds, when) in self._held.items() if when <= now]
                 if not due:
@@ -136,9 +143,10 @@ class Heartbeat:
                     self.drop(key, token)
 
     def clear(self) -> None:
-        """Stop renewing every lease (the cache is closing)."""
+        """Stop renewing every lease and let the thread end (the cache is closing)."""
         with self._wake:
             self._held.clear()
+            self._closing = True
             self._wake.notify()
 
 
