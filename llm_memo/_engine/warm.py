@@ -16,7 +16,7 @@ import inspect
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from .._storage.cache import Cache
@@ -199,8 +199,8 @@ def _run(fn: Callable[..., Any], call: Call, stop: threading.Event) -> None:
         raise _NotStarted
     try:
         result = fn(*call.args, **call.kwargs)
-        if inspect.isgenerator(result):
-            for _ in result:  # a generator is stored when it is exhausted
+        if isinstance(result, Iterator):
+            for _ in result:  # a cached generator's stream is stored when it is exhausted
                 pass
     except KeyboardInterrupt:
         stop.set()
