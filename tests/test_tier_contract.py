@@ -252,16 +252,18 @@ def test_close_is_idempotent_and_final(tier: Any) -> None:
             call()
 
 
-def test_a_lease_is_held_until_released_and_swapped_only_by_its_holder(leasing: Any) -> None:
+def test_a_lease_is_held_until_it_lapses_and_swapped_only_by_its_holder(leasing: Any, clock: FakeClock) -> None:
     assert leasing.holder(k(1)) is None
     assert leasing.lease(k(1), "a", 10) is True
     assert leasing.lease(k(1), "b", 10) is False
     assert leasing.holder(k(1)) == "a"
     assert leasing.swap(k(1), "b", "c", 10) is False  # b does not hold it
     assert leasing.swap(k(1), "a", "c", 10) is True
-    leasing.release(k(1), "a")  # no longer a's to give back
+    assert leasing.swap(k(1), "a", "d", 10) is False  # no longer a's to hand on
     assert leasing.holder(k(1)) == "c"
-    leasing.release(k(1), "c")
+    assert leasing.swap(k(1), "c", "released", 0.2) is True  # how a holder gives it back: a short marker
+    time.sleep(0.3)  # Redis keeps time itself
+    clock.advance(0.3)  # the disk tier, on the cache's clock
     assert leasing.holder(k(1)) is None
     assert leasing.lease(k(1), "b", 10) is True
 

@@ -256,11 +256,6 @@ class DiskTier:
                              (key, token, now + seconds)).rowcount
         return taken == 1
 
-    def release(self, key: str, token: str) -> None:
-        """Give up the lease on ``key`` if ``token`` still holds it."""
-        with self._faults() as cache:
-            _execute(cache, "DELETE FROM llm_memo_leases WHERE key = ? AND token = ?", (key, token))
-
     def holder(self, key: str) -> str | None:
         """The token of the live lease on ``key``, if any."""
         with self._faults() as cache:

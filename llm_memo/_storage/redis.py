@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
-from .redis_format import _HEADER, _INDEX, _MAGIC, _RELEASE, _SWAP, _UNINDEX, _tags, _unpack
+from .redis_format import _HEADER, _INDEX, _MAGIC, _SWAP, _UNINDEX, _tags, _unpack
 from .redis_link import Link, RedisUnavailable, _cluster_option, _is_cluster, _redact
 from .tier import check_entry
 
@@ -233,11 +233,6 @@ class RedisTier:
         lkey = f"{self.prefix}:l:{key}"
         ms = max(1, math.ceil(seconds * 1000))
         return bool(self._run(lambda client: client.set(lkey, token, nx=True, px=ms)))
-
-    def release(self, key: str, token: str) -> None:
-        """Give up the lease on ``key`` if ``token`` still holds it (compare and delete)."""
-        lkey = f"{self.prefix}:l:{key}"
-        self._run(lambda client: client.execute_command("EVAL", _RELEASE, 1, lkey, token))
 
     def holder(self, key: str) -> str | None:
         """The token of the live lease on ``key``, if any."""

@@ -15,7 +15,6 @@ _MAGIC = b"LMR1"
 # Add ARGV[1] to the tag index KEYS[1] (a sorted set) scored by its expiry ARGV[2] ("inf": never)
 # on the tier's clock, whose now is ARGV[3]. Expired members are pruned, and the index expires
 # with its longest-lived member. Each script touches one key, so both are safe on Cluster.
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _SWAP = ("if redis.call('GET', KEYS[1]) == ARGV[1] then"
          " return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) and 1 end return 0")
 _INDEX = """

@@ -74,16 +74,14 @@ class Leases(Protocol):
         """Take the computation of ``key`` for ``seconds`` unless a live lease holds it."""
         ...
 
-    def release(self, key: str, token: str) -> None:
-        """Give up the lease on ``key`` if ``token`` still holds it."""
-        ...
-
     def holder(self, key: str) -> str | None:
         """The token of the live lease on ``key``, if any."""
         ...
 
     def swap(self, key: str, old: str, new: str, seconds: float) -> bool:
-        """Replace the lease ``old`` holds on ``key`` by ``new`` for ``seconds`` (compare and set)."""
+        """Replace the lease ``old`` holds on ``key`` by ``new`` for ``seconds`` (compare and set):
+        renewing is swapping a token for itself, and a holder gives a lease back by swapping in a
+        short-lived marker."""
         ...
 
 
