@@ -25,11 +25,18 @@ from ._storage.cache import Cache
 if _typing.TYPE_CHECKING:
     from ._semantic.embedders import minilm_embedder, openai_embedder
     from ._semantic.match import SemanticMatch
+    from ._storage.disk import DiskTier
+    from ._storage.memory import MemoryTier
+    from ._storage.redis import RedisTier
+    from ._storage.tier import Tier
     from .testing.server import LocalServer
 
-# Loaded on first use: the server (http.server, email...) and semantic mode are not on the hot path.
+# Loaded on first use: the server (http.server, email...), semantic mode and the tier classes
+# (diskcache, redis) are not on the hot path.
 _LAZY = {"LocalServer": "testing.server", "SemanticMatch": "_semantic.match",
-         "minilm_embedder": "_semantic.embedders", "openai_embedder": "_semantic.embedders"}
+         "minilm_embedder": "_semantic.embedders", "openai_embedder": "_semantic.embedders",
+         "Tier": "_storage.tier", "MemoryTier": "_storage.memory", "DiskTier": "_storage.disk",
+         "RedisTier": "_storage.redis"}
 
 __version__ = "0.1.0"
 
@@ -38,14 +45,18 @@ __all__ = [
     "Cache",
     "CachePolicy",
     "CachedFunction",
+    "DiskTier",
     "Entry",
     "IntentRule",
     "LLMMemoError",
     "LocalServer",
+    "MemoryTier",
     "NonDeterministicCallError",
     "NonDeterministicCallWarning",
+    "RedisTier",
     "SemanticMatch",
     "Stats",
+    "Tier",
     "UnkeyableArgumentError",
     "WarmReport",
     "__version__",
