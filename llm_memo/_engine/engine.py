@@ -28,6 +28,7 @@ from .._storage.cache import Cache, Hit
 from .config import caching_enabled, default_cache
 from .flight import AsyncFlights, Flights
 from .flow import BODY, Flow, adrive, drive, io, lease, sleep
+from .lookup import Lookup
 from .options import CallOptions, current_options
 from .plan import Plan, Planner
 from .refresh import EarlyRefresh
@@ -38,28 +39,6 @@ __all__ = ["Engine", "Lookup", "Plan"]
 
 logger = logging.getLogger("llm_memo")
 Final = Callable[[list[Any]], Any] | None
-
-
-class Lookup:
-    """What `lookup` found for one call: the plan, the hit (if any) and the call's controls."""
-
-    __slots__ = ("body", "cache", "compute", "hit", "mark", "options", "plan", "refresh", "tier")
-
-    def __init__(self, cache: Cache | None, plan: Plan | None, options: CallOptions, mark: int = 0) -> None:
-        self.cache, self.plan, self.options, self.mark = cache, plan, options, mark
-        self.hit: Hit | None = None
-        self.refresh = False  # the hit is due for an early refresh, and this caller does it
-        self.tier: str | None = None  # where the answer came from; None: computed by this call
-        self.compute: Callable[..., Any] | None = None  # what runs instead of the body (semantic mode learns)
-        self.body: Callable[[], Any] = _nothing  # the body `run` was given
-
-    @property
-    def key(self) -> str:
-        return self.plan.key or "" if self.plan is not None else ""
-
-
-def _nothing() -> None:
-    return None
 
 
 async def _aiter(source: Any) -> Any:
