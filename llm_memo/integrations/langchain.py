@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import functools
 import json
 import threading
 from collections.abc import Sequence
@@ -186,8 +187,10 @@ def _messages(prompt: str) -> list[Any] | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def _llm_settings(llm_string: str) -> tuple[Any, Any]:
-    """(the model's serialised constructor, the call's settings) of an llm_string, as data where it is."""
+    """(the model's serialised constructor, the call's settings) of an llm_string, as data where it is.
+    Remembered: a model sends the same llm_string with every call (callers never change the result)."""
     llm, rest = None, llm_string
     if llm_string.startswith("{"):
         try:
