@@ -65,15 +65,17 @@ class CachedModel(WrapperModel):
 
     `Agent(CachedModel(OpenAIChatModel("gpt-4o-mini")))`: `run`, `run_sync`, `run_stream`, tool
     calls and `message_history` are cached request by request. `cache`, `policy`, `ttl`,
-    `namespace`, `on_nondeterministic` and `version` mean what they mean for `llm_memo.cache`.
+    `namespace`, `on_nondeterministic`, `on_unset_temperature` and `version` mean what they mean
+    for `llm_memo.llm_cache` (an agent that sets no temperature is cached by default).
     """
 
     def __init__(self, model: Model | str, *, cache: Cache | None = None, policy: Any = None, ttl: Any = None,
-                 namespace: str | None = None, on_nondeterministic: str = "bypass", version: Any = None) -> None:
+                 namespace: str | None = None, on_nondeterministic: str = "bypass",
+                 on_unset_temperature: str = "cache", version: Any = None) -> None:
         super().__init__(model)
         self.engine = Engine(pydantic_ai_request, cache=cache, policy=policy, ttl=ttl, namespace=namespace,
-                             on_nondeterministic=on_nondeterministic, version=version, track_source=False,
-                             default_temperature=1.0, shown=_shown)
+                             on_nondeterministic=on_nondeterministic, on_unset_temperature=on_unset_temperature,
+                             version=version, track_source=False, shown=_shown)
 
     def cache_info(self) -> Stats:
         """This model's hits, misses, bypasses, and the tokens and cost hits saved, in this process."""
