@@ -39,7 +39,7 @@ def message_cacheable(body: Any) -> bool:
 def message_events(message: dict[str, Any], split: Split = quarters) -> list[dict[str, Any]]:
     """The stream events that build up `message`, text, thinking and tool input cut by `split`."""
     usage = dict(message.get("usage") or {})
-    start = {**message, "content": [], **dict.fromkeys(k for k in _DELTA_FIELDS if k != "container"),
+    start = {**message, "content": [], **dict.fromkeys(k for k in _DELTA_FIELDS if k in message and k != "container"),
              "usage": {**usage, "output_tokens": 0}}
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     for index, block in enumerate(message.get("content") or ()):
