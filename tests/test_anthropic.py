@@ -26,7 +26,7 @@ from llm_memo.testing.server import LocalServer
 pytestmark = pytest.mark.timeout(60)
 
 KEY = "test-key"
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-local-1"  # no SDK lists it as deprecated (it would warn)
 HIT_HEADER = "x-llm-memo-cache"
 SAMPLING = {"temperature", "top_p", "top_k"} & set(inspect.signature(Messages.create).parameters)
 T0: dict[str, Any] = {"temperature": 0} if "temperature" in SAMPLING else {"extra_body": {"temperature": 0}}
@@ -198,7 +198,7 @@ def test_broken_streams_are_not_stored(server: LocalServer, make: Callable[..., 
 # ---- what the key covers -------------------------------------------------------------------
 
 CHANGES = {
-    "model": {"model": "claude-haiku-4-5"},
+    "model": {"model": "claude-local-2"},
     "system": {"system": "Answer briefly."},
     "messages": {"messages": [{"role": "user", "content": "Something else?"}]},
     "max_tokens": {"max_tokens": 299},
@@ -343,7 +343,7 @@ CHILD = textwrap.dedent("""
     directory, url, extra = sys.argv[1], sys.argv[2], eval(sys.argv[3])
     with llm_memo.Cache(directory) as cache:
         client = llm_memo.wrap(anthropic.Anthropic(base_url=url, api_key="k", max_retries=0), cache=cache)
-        message = client.messages.create(model="claude-sonnet-4-5", max_tokens=300,
+        message = client.messages.create(model="claude-local-1", max_tokens=300,
                                          messages=[{"role": "user", "content": "survive a restart"}], **extra)
         print(message.content[0].text)
 """)
