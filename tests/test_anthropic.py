@@ -18,9 +18,17 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.resources.messages import Messages
 
 import llm_memo
+from llm_memo._logic.anthropic_wire import (
+    assemble_message,
+    message_cacheable,
+    message_events,
+    named_sse,
+)
+from llm_memo._logic.wire import SSEParser
 from llm_memo.testing.server import LocalServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -193,6 +201,39 @@ def test_broken_streams_are_not_stored(server: LocalServer, make: Callable[..., 
     assert list(memo.keys()) == []
     client.messages.create(**ask("broken"))
     assert upstream(server) == 2
+
+
+def test_every_block_kind_round_trips_through_a_stream() -> None:
+    """Blocks the local server never writes (thinking, citations, server tools) survive replay and assembly."""
+    message = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": MODEL, "stop_reason": "end_turn",
+        "stop_sequence": None, "stop_details": None, "container": {"id": "c1", "expires_at": "2030-01-01T00:00:00Z"},
+        "usage": {"input_tokens": 5, "output_tokens": 9, "cache_read_input_tokens": 3,
+                  "cache_creation_input_tokens": 0, "server_tool_use": {"web_search_requests": 1}},
+        "content": [
+            {"type": "thinking", "thinking": "Let me think about caches for a while.", "signature": "sig=="},
+            {"type": "redacted_thinking", "data": "opaque"},
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "llm cache"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [
+                {"type": "web_search_result", "url": "https://example.org", "title": "Cache",
+                 "encrypted_content": "e"}]},
+            {"type": "text", "text": "A cache keeps answers.", "citations": [
+                {"type": "web_search_result_location", "url": "https://example.org", "title": "Cache",
+                 "encrypted_index": "i", "cited_text": "keeps"}]},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}},
+        ],
+    }
+    parser = SSEParser()
+    parser.feed(named_sse(message_events(message)))
+    parser.close()
+    assert parser.done and not parser.failed
+    assert assemble_message(parser.events) == message
+    snapshot, buffers = None, {}  # the SDK's own accumulator (messages.stream) agrees
+    for event in parser.events:
+        if event["type"] != "ping":
+            snapshot = accumulate_event(event=event, current_snapshot=snapshot, json_bufs=buffers)
+    assert snapshot is not None and snapshot.to_dict(exclude_none=True)["content"] == message["content"]
+    assert not message_cacheable(assemble_message(parser.events[:-2]))  # cut before message_delta: not an answer
 
 
 # ---- what the key covers -------------------------------------------------------------------

@@ -97,7 +97,7 @@ def assemble_message(events: list[dict[str, Any]]) -> dict[str, Any] | None:
             if not _apply(blocks.get(event.get("index", -1)), event.get("delta") or {}, inputs, event.get("index")):
                 return None
         elif kind == "message_delta":
-            message.update({k: v for k, v in (event.get("delta") or {}).items()})
+            message.update(event.get("delta") or {})
             message["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
     if message is None or sorted(blocks) != list(range(len(blocks))):
         return None
