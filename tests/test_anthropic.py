@@ -20,6 +20,7 @@ import anthropic
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.resources.messages import Messages
+from test_semantic import Embedder, serve_all
 
 import llm_memo
 from llm_memo._logic.anthropic_wire import (
@@ -406,3 +407,14 @@ def test_an_entry_survives_a_process_restart(server: LocalServer, tmp_path: Path
         assert answer.content[0].text == done.stdout.strip()
         assert dict(cache.counters.snapshot().hits_by_tier) == {"disk": 1}
         assert (cache.stats().misses, cache.stats().hits) == (1, 1)
+
+
+def test_semantic_match_serves_a_paraphrase(server: LocalServer, make: Callable[..., Any]) -> None:
+    """wrap(..., semantic=) works for Messages as for chat: a paraphrase of a stored question is served."""
+    embedder = Embedder()
+    embedder.near("What's a cache, briefly?", "What is a cache, briefly?", 0.99)
+    client = make(semantic=serve_all(embedder), policy="long")
+    first = client.messages.create(**ask("What is a cache, briefly?"))
+    second = client.messages.create(**ask("What's a cache, briefly?"))
+    assert upstream(server) == 1
+    assert second.content[0].text == first.content[0].text
