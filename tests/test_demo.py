@@ -16,7 +16,8 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-LABELS = ("reference:", "time-sensitive", "temperature 0.9", "streamed answer", "embeddings")
+LABELS = ("reference:", "time-sensitive", "temperature 0.9", "streamed answer", "embeddings",
+          "anthropic messages.create")
 
 
 # The README runs `llm-memo demo`; before the package had a __main__, the demo's own main().
@@ -150,3 +151,13 @@ def test_demo_output_arrives_line_by_line_through_a_pipe(tmp_path: Path) -> None
     # 9 misses at 0.4 s each come between the first line and the last row
     assert last_row - first_line > 2.0, [f"{t - first_line:.2f} {line!r}" for t, line in arrived]
     assert last_row - first_row > 1.0
+
+
+def test_demo_runs_without_the_anthropic_package(tmp_path: Path) -> None:
+    """The Anthropic-style row needs the anthropic package; the demo does not."""
+    code = ("import sys; sys.modules['anthropic'] = None\n"  # what `import anthropic` meets when it is absent
+            "from llm_memo._tools.demo import main\n"
+            f"raise SystemExit(main(['--dir', {str(tmp_path / 'cache')!r}, '--latency', '0']))")
+    done = run([sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr
+    assert "embeddings" in done.stdout and "anthropic" not in done.stdout

@@ -1029,7 +1029,7 @@ def test_the_api_key_is_never_stored_or_logged(server: LocalServer, tmp_path: Pa
 
 def test_importing_llm_memo_loads_no_heavy_dependency() -> None:
     code = ("import sys, llm_memo; "
-            "print(sorted(m for m in ('openai', 'httpx', 'httpx2', 'redis', 'numpy') if m in sys.modules))")
+            "print(sorted(m for m in ('openai', 'anthropic', 'httpx', 'httpx2', 'redis', 'numpy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from llm_memo.testing.payloads import _split
+from llm_memo.testing.payloads import stream_pieces
 from llm_memo.testing.server import LocalServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -520,4 +520,4 @@ def test_main_serves_the_same_answers_from_another_process(client: openai.OpenAI
 @settings(max_examples=200, deadline=None)
 @given(st.text())
 def test_stream_pieces_join_to_the_text(text: str) -> None:
-    assert "".join(_split(text)) == text
+    assert "".join(stream_pieces(text)) == text

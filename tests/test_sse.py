@@ -18,7 +18,7 @@ from llm_memo._logic.wire import (
     response_events,
     to_sse,
 )
-from llm_memo.testing.payloads import _split as server_pieces
+from llm_memo.testing.payloads import stream_pieces as server_pieces
 
 pytestmark = pytest.mark.timeout(120)
 

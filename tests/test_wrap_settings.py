@@ -202,14 +202,6 @@ def test_wrap_refuses_what_it_cannot_cache(memo: llm_memo.Cache, make: Callable[
         thing.close()
 
 
-def test_wrap_refuses_an_anthropic_client(memo: llm_memo.Cache) -> None:
-    """An anthropic.Anthropic has `_client` and `with_options` too: wrap() must not cache nothing silently."""
-    anthropic = pytest.importorskip("anthropic")
-    client = anthropic.Anthropic(api_key="k")
-    with pytest.raises(TypeError, match="Anthropic"):
-        llm_memo.wrap(client, cache=memo)
-
-
 def test_wrap_refuses_a_client_shaped_like_openai(memo: llm_memo.Cache) -> None:
     """Duck typing is not enough: an object with an httpx client inside is not an openai client."""
 

@@ -318,7 +318,7 @@ class Engine:
             self.accounts.bypass(cache, f"policy {getattr(policy, 'value', policy)} stores nothing",
                                  plan.arguments, key)
             return
-        self.accounts.miss(cache, plan)
+        self.accounts.miss(cache, plan, value)
         if not look.options.write:
             self.accounts.stored(cache, key, latency, seconds, False)
             return

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._logic.pricing import savings_of
+from .._logic.prompt_cache import provider_cache_usage
 from .._logic.records import Stats
 from .._storage.cache import Cache, Hit
 from .._storage.counters import Counters
@@ -25,6 +26,18 @@ def _model_of(arguments: Mapping[str, Any] | None) -> str | None:
     """The call's `model` argument when it is a str (what the savings ledger groups by)."""
     model = arguments.get("model") if arguments is not None else None
     return model if isinstance(model, str) else None
+
+
+def _provider_cache(value: Any) -> tuple[int, int]:
+    """(read, written) prompt tokens of the provider's cache that `value` (wire JSON or an SDK object
+    with `usage`) reports; (0, 0) for any other value."""
+    if not isinstance(value, Mapping) and "usage" not in (getattr(type(value), "model_fields", None) or {}):
+        return 0, 0  # nothing to read, and no to_dict() of an arbitrary value (a DataFrame has one)
+    try:
+        usage = provider_cache_usage(value)
+    except Exception:  # a figure for the stats: an odd value must never fail the call
+        return 0, 0
+    return usage["cached_tokens"], usage["cache_write_tokens"]
 
 
 class Accounts:
@@ -60,11 +73,13 @@ class Accounts:
         if logger.isEnabledFor(_DEBUG):
             logger.debug("bypass %s key=%s (%s)", self.function, key[:12] if key else "-", why)
 
-    def miss(self, cache: Cache, plan: Plan) -> None:
-        self.counters.miss()
-        cache.counters.miss()
+    def miss(self, cache: Cache, plan: Plan, value: Any = None) -> None:
+        """A call the provider answered: `value`'s usage says what the provider's prompt cache did."""
+        read, written = _provider_cache(value)
+        self.counters.miss(read, written)
+        cache.counters.miss(read, written)
         if cache.ledger is not None:
-            cache.ledger.miss(self.function, _model_of(plan.arguments))
+            cache.ledger.miss(self.function, _model_of(plan.arguments), read, written)
 
     def unstored(self, cache: Cache, exc: Exception) -> None:
         """An answer that could not be stored (an error, counted and logged): the call still returns it."""

@@ -51,13 +51,17 @@ def _price(model: str) -> tuple[float, float, float] | None:
 
 
 def tokens_of(usage: Mapping[str, Any] | None) -> tuple[int, int, int]:
-    """(input, output, cached input) tokens from a chat, responses or embeddings usage block."""
+    """(input, output, cached input) tokens from a chat, responses, embeddings or Anthropic usage
+    block (whose `input_tokens` leaves out the prompt-cache reads and writes)."""
     if not isinstance(usage, Mapping):
         return 0, 0, 0
     prompt = usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0
     completion = usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     cached = details.get("cached_tokens", 0) if isinstance(details, Mapping) else 0
+    read, written = usage.get("cache_read_input_tokens") or 0, usage.get("cache_creation_input_tokens") or 0
+    if read or written:
+        prompt, cached = prompt + read + written, read
     return int(prompt), int(completion), int(cached or 0)
 
 

@@ -53,17 +53,33 @@ def mark_cache_control(messages: Sequence[Mapping[str, Any]], *, min_chars: int 
 
 
 def provider_cache_usage(response: Any) -> dict[str, int]:
-    """{"cached_tokens", "cache_write_tokens"} a chat or Responses answer reports (0 when absent).
+    """{"cached_tokens", "cache_write_tokens"} an answer reports (0 when absent): the prompt tokens
+    the provider's cache served, and those it wrote.
 
-    Takes the SDK object or its dict. On a replay from llm_memo these are the figures of
-    the original call: history, not a new provider-side read.
+    Reads OpenAI's and OpenRouter's chat and Responses usage (`cached_tokens`, `cache_write_tokens`
+    in the details), Anthropic's Message usage (`cache_read_input_tokens`,
+    `cache_creation_input_tokens`) and OpenRouter's `cache_read_tokens`/`cache_write_tokens`.
+    Takes the SDK object or its dict. On a replay from llm_memo these are the figures of the
+    original call: history, not a new provider-side read.
     """
     data = response.to_dict() if hasattr(response, "to_dict") else response
     usage = data.get("usage") if isinstance(data, Mapping) else None
-    details = {}
-    if isinstance(usage, Mapping):
-        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    return {
-        "cached_tokens": int(details.get("cached_tokens") or 0),
-        "cache_write_tokens": int(details.get("cache_write_tokens") or 0),
-    }
+    if not isinstance(usage, Mapping):
+        return {"cached_tokens": 0, "cache_write_tokens": 0}
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    places = (details, usage) if isinstance(details, Mapping) else (usage,)
+    return {"cached_tokens": _first(places, _READS), "cache_write_tokens": _first(places, _WRITES)}
+
+
+_READS = ("cached_tokens", "cache_read_input_tokens", "cache_read_tokens")
+_WRITES = ("cache_write_tokens", "cache_creation_input_tokens")
+
+
+def _first(places: tuple[Mapping[str, Any], ...], names: tuple[str, ...]) -> int:
+    """The first count under one of `names`, in the details before the usage block itself."""
+    for place in places:
+        for name in names:
+            value = place.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return 0

@@ -58,6 +58,9 @@ class Stats:
     tokens_saved: int = 0
     cost_saved: float = 0.0  # USD
     time_saved: float = 0.0  # seconds: the original latency of every hit
+    # Prompt tokens the provider's own prompt cache read and wrote on the calls it answered (misses)
+    provider_cached_tokens: int = 0
+    provider_cache_write_tokens: int = 0
 
     @property
     def calls(self) -> int:
@@ -78,6 +81,8 @@ class Stats:
             self.hits + other.hits, self.misses + other.misses, self.bypassed + other.bypassed,
             self.errors + other.errors, MappingProxyType(tiers), self.tokens_saved + other.tokens_saved,
             self.cost_saved + other.cost_saved, self.time_saved + other.time_saved,
+            self.provider_cached_tokens + other.provider_cached_tokens,
+            self.provider_cache_write_tokens + other.provider_cache_write_tokens,
         )
 
     def _repr_html_(self) -> str:
@@ -85,7 +90,9 @@ class Stats:
         rows = [("hits", f"{self.hits} ({self.hit_rate:.0%})"), ("misses", str(self.misses)),
                 ("bypassed", str(self.bypassed)), ("errors", str(self.errors)), ("hits by tier", tiers),
                 ("time saved", f"{self.time_saved:.2f} s"), ("tokens saved", str(self.tokens_saved)),
-                ("cost saved", f"${self.cost_saved:.4f}")]
+                ("cost saved", f"${self.cost_saved:.4f}"),
+                ("provider prompt cache", f"{self.provider_cached_tokens} tokens read, "
+                                          f"{self.provider_cache_write_tokens} written")]
         return _table("llm_memo stats", rows, bold={"time saved", "tokens saved", "cost saved"})
 
 

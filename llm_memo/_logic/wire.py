@@ -20,11 +20,14 @@ __all__ = [
     "assemble_chat",
     "cacheable",
     "chat_chunks",
+    "final_response",
+    "quarters",
     "response_events",
     "to_sse",
 ]
 
 Split = Callable[[str], Iterable[str]]  # cuts a text into stream pieces that join back to it
+_TERMINAL = ("response.completed", "response.incomplete", "message_stop")  # events that end a stream
 
 
 class SSEParser:
@@ -33,7 +36,7 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self.events: list[Any] = []
-        self.done = False  # saw [DONE] (chat) or a terminal response event
+        self.done = False  # saw [DONE] (chat), a terminal response event, or Anthropic's message_stop
         self.failed = False  # saw an error event, or data that is not JSON
 
     def feed(self, data: bytes) -> None:
@@ -61,7 +64,7 @@ class SSEParser:
             return
         if not isinstance(event, dict) or event.get("error") or event.get("type") in ("error", "response.failed"):
             self.failed = True
-        elif event.get("type") in ("response.completed", "response.incomplete"):
+        elif event.get("type") in _TERMINAL:
             self.done = True
         self.events.append(event)
 
@@ -74,7 +77,7 @@ def to_sse(events: list[Any], *, done: bool) -> bytes:
     return b"".join(lines)
 
 
-def _quarters(text: str) -> list[str]:
+def quarters(text: str) -> list[str]:
     """`text` in four pieces: enough for a stream-shaped consumer, few for a fast replay."""
     step = max(1, -(-len(text) // 4))
     return [text[start:start + step] for start in range(0, len(text), step)]
@@ -154,7 +157,7 @@ def _merge_tool_call(target: dict[str, Any], call: dict[str, Any]) -> None:
             target.setdefault(key, value)
 
 
-def chat_chunks(completion: dict[str, Any], split: Split = _quarters) -> list[dict[str, Any]]:
+def chat_chunks(completion: dict[str, Any], split: Split = quarters) -> list[dict[str, Any]]:
     """Stream chunks carrying the same text, tool calls, finish reasons and usage.
 
     `split` cuts text and tool arguments into pieces (default: four). A choice's finish
@@ -196,7 +199,7 @@ def _chat_deltas(message: dict[str, Any], split: Split) -> list[dict[str, Any]]:
 
 # ---- responses ----------------------------------------------------------------------
 
-def response_events(response: dict[str, Any], split: Split = _quarters) -> list[dict[str, Any]]:
+def response_events(response: dict[str, Any], split: Split = quarters) -> list[dict[str, Any]]:
     """The typed Responses stream events that build up `response`, text cut by `split` (default: four)."""
     events: list[dict[str, Any]] = []
 
@@ -226,6 +229,12 @@ def response_events(response: dict[str, Any], split: Split = _quarters) -> list[
     emit("response.completed" if response.get("status") != "incomplete" else "response.incomplete",
          response=response)
     return events
+
+
+def final_response(events: list[dict[str, Any]]) -> Any:
+    """The `response` of the last terminal event of a Responses stream, or None."""
+    terminal = [e for e in events if e.get("type") in ("response.completed", "response.incomplete")]
+    return terminal[-1].get("response") if terminal else None
 
 
 # ---- what may be stored -------------------------------------------------------------

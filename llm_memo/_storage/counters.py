@@ -29,6 +29,7 @@ class Counters:
         with self._lock:
             del self._hit_log[:]
             self._hits = self._misses = self._bypassed = self._errors = self._tokens = 0
+            self._provider_read = self._provider_written = 0
             self._cost = self._time = 0.0
             self._tiers: dict[str, int] = {}
 
@@ -53,10 +54,13 @@ class Counters:
         self._hits += n
         del log[:n]  # hits appended meanwhile sit past n and stay for the next fold
 
-    def miss(self) -> None:
-        """Count a lookup that found nothing (the function ran)."""
+    def miss(self, provider_read: int = 0, provider_written: int = 0) -> None:
+        """Count a lookup that found nothing (the function ran), and the prompt tokens the
+        provider's own cache read and wrote for that call."""
         with self._lock:
             self._misses += 1
+            self._provider_read += provider_read
+            self._provider_written += provider_written
 
     def bypass(self) -> None:
         """Count a call deliberately not cached (non-deterministic, or a policy that stores nothing)."""
@@ -73,4 +77,5 @@ class Counters:
         with self._lock:
             self._fold()
             return Stats(self._hits, self._misses, self._bypassed, self._errors,
-                         MappingProxyType(dict(self._tiers)), self._tokens, self._cost, self._time)
+                         MappingProxyType(dict(self._tiers)), self._tokens, self._cost, self._time,
+                         self._provider_read, self._provider_written)

@@ -34,12 +34,18 @@ _SCHEMA = (
     " PRIMARY KEY (day, function, model)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS tier_hits (day TEXT NOT NULL, function TEXT NOT NULL, model TEXT NOT NULL,"
     " tier TEXT NOT NULL, hits INTEGER NOT NULL, PRIMARY KEY (day, function, model, tier)) WITHOUT ROWID",
+    # A table of its own, so that ledgers written before it (and the versions that wrote them) are unchanged.
+    "CREATE TABLE IF NOT EXISTS provider_cache (day TEXT NOT NULL, function TEXT NOT NULL, model TEXT NOT NULL,"
+    " read_tokens INTEGER NOT NULL, write_tokens INTEGER NOT NULL, PRIMARY KEY (day, function, model)) WITHOUT ROWID",
 )
 _UPSERT = (
     f"INSERT INTO savings VALUES (?, ?, ?, {', '.join('?' * len(_FIELDS))})"
     " ON CONFLICT (day, function, model) DO UPDATE SET "
     + ", ".join(f"{f} = {f} + excluded.{f}" for f in _FIELDS)
 )
+_UPSERT_PROVIDER = ("INSERT INTO provider_cache VALUES (?, ?, ?, ?, ?) ON CONFLICT (day, function, model) DO UPDATE"
+                    " SET read_tokens = read_tokens + excluded.read_tokens,"
+                    " write_tokens = write_tokens + excluded.write_tokens")
 _UPSERT_TIER = ("INSERT INTO tier_hits VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT (day, function, model, tier) DO UPDATE SET hits = hits + excluded.hits")
 _RETRY_AFTER_FAILURE = 60.0  # seconds before a failed flush is tried again from the call path
@@ -58,10 +64,11 @@ class LedgerRow(NamedTuple):
 
 
 class _Sums:
-    __slots__ = ("bypassed", "cost", "errors", "hits", "misses", "tiers", "time", "tokens")
+    __slots__ = ("bypassed", "cost", "errors", "hits", "misses", "read", "tiers", "time", "tokens", "written")
 
     def __init__(self) -> None:
         self.hits = self.misses = self.bypassed = self.errors = self.tokens = 0
+        self.read = self.written = 0  # the provider's prompt cache
         self.cost = self.time = 0.0
         self.tiers: dict[str, int] = {}
 
@@ -73,12 +80,14 @@ class _Sums:
         self.tokens += other.tokens
         self.cost += other.cost
         self.time += other.time
+        self.read += other.read
+        self.written += other.written
         for tier, n in other.tiers.items():
             self.tiers[tier] = self.tiers.get(tier, 0) + n
 
     def stats(self) -> Stats:
         return Stats(self.hits, self.misses, self.bypassed, self.errors, MappingProxyType(dict(self.tiers)),
-                     self.tokens, self.cost, self.time)
+                     self.tokens, self.cost, self.time, self.read, self.written)
 
 
 class Ledger:
@@ -121,9 +130,9 @@ class Ledger:
         if self._timer() >= self._due or len(self._events) > _MAX_EVENTS:
             self.flush(wait=False)
 
-    def miss(self, function: str, model: str | None) -> None:
-        """Record a lookup that found nothing."""
-        self._events.append((self._clock(), function, model, _MISS))
+    def miss(self, function: str, model: str | None, provider_read: int = 0, provider_written: int = 0) -> None:
+        """Record a lookup that found nothing, and what the provider's prompt cache read and wrote for it."""
+        self._events.append((self._clock(), function, model, _MISS, provider_read, provider_written))
         if self._timer() >= self._due:
             self.flush(wait=False)
 
@@ -155,6 +164,8 @@ class Ledger:
                 sums = into[slot] = _Sums()
             if kind is _MISS:
                 sums.misses += 1
+                sums.read += event[4]
+                sums.written += event[5]
             elif kind is _BYPASS:
                 sums.bypassed += 1
             elif kind is _ERROR:
@@ -215,6 +226,8 @@ class Ledger:
                                       for slot, s in pending.items()])
             con.executemany(_UPSERT_TIER, [(*slot, tier, n) for slot, s in pending.items()
                                            for tier, n in s.tiers.items()])
+            con.executemany(_UPSERT_PROVIDER, [(*slot, s.read, s.written) for slot, s in pending.items()
+                                               if s.read or s.written])
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -289,6 +302,10 @@ class Ledger:
             (sums.hits, sums.misses, sums.bypassed, sums.errors, sums.tokens, sums.cost, sums.time) = values
         for day, function, model, tier, hits in con.execute("SELECT * FROM tier_hits"):
             out.setdefault((day, function, model), _Sums()).tiers[tier] = hits
+        if con.execute("SELECT 1 FROM sqlite_master WHERE name = 'provider_cache'").fetchone():  # older ledgers lack it
+            for day, function, model, read, written in con.execute("SELECT * FROM provider_cache"):
+                sums = out.setdefault((day, function, model), _Sums())
+                sums.read, sums.written = read, written
         return out
 
     def totals(self, by: str | None = None) -> dict[str, Stats] | None:

@@ -1,7 +1,8 @@
 """`llm-memo demo`: a short, realistic workload through a wrapped openai client.
 
 Offline by default: it starts the local OpenAI-compatible server (with a provider-like
-delay) and sends the calls there. `--live` sends the same workload to OpenRouter or
+delay) and sends the calls there, and one Anthropic-style call through a wrapped
+anthropic client when the anthropic package is installed. `--live` sends the same workload to OpenRouter or
 OpenAI with the key from OPENROUTER_API_KEY or OPENAI_API_KEY. Run it twice: the second
 run is served from the disk tier.
 """
@@ -58,6 +59,19 @@ def _workload(client: Any, model: str, embedding_model: str) -> list[tuple[str, 
         ("streamed answer", 3, streamed("Explain how HTTP keep-alive works.")),
         ("embeddings", 2, lambda: client.embeddings.create(model=embedding_model, input=QUESTIONS)),
     ]
+
+
+def _anthropic_call(server_url: str, cache: Cache, opened: list[Any]) -> list[tuple[str, int, Callable[[], Any]]]:
+    """One Anthropic-style call (Messages API, no temperature: anthropic 2.x has none) when the
+    anthropic package is installed; nothing otherwise."""
+    try:
+        import anthropic
+    except ImportError:
+        return []
+    client = wrap(anthropic.Anthropic(base_url=server_url.removesuffix("/v1"), api_key="demo-key"), cache=cache)
+    opened.append(client)
+    return [("anthropic messages.create", 3, lambda: client.messages.create(
+        model="claude-haiku-4.5", max_tokens=300, messages=[{"role": "user", "content": QUESTIONS[0]}]))]
 
 
 def _snippet(target: _Target, directory: str) -> str:
@@ -118,8 +132,12 @@ def run(directory: str | None, live: bool = False, latency: float = 0.4, out: Ca
     server = None if live else _server(latency)
     target = _client(live, server.url if server else None)
     cache = Cache(directory) if directory else Cache(default_directory() / "demo")
+    opened: list[Any] = [target.client]
     try:
         client = wrap(target.client, cache=cache)
+        workload = _workload(client, target.model, target.embedding_model)
+        if server is not None:
+            workload += _anthropic_call(server.url, cache, opened)
         out(f"llm_memo demo against the {target.where} - cache in {cache.directory}")
         out("")
         out(_snippet(target, str(cache.directory)))
@@ -128,11 +146,12 @@ def run(directory: str | None, live: bool = False, latency: float = 0.4, out: Ca
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonDeterministicCallWarning)  # the demo bypasses on purpose
-            for label, times, call in _workload(client, target.model, target.embedding_model):
+            for label, times, call in workload:
                 out(_row(label, [_timed(call) for _ in range(times)]))
         _summary(out, cache, time.perf_counter() - started)
     finally:
-        target.client.close()
+        for opened_client in opened:
+            opened_client.close()
         cache.close()
         if server is not None:
             server.stop()

@@ -25,7 +25,8 @@ from .._logic.wire import chat_chunks, response_events
 
 __all__ = [
     "PROVIDER", "BadRequest", "Turn", "cache_prefix", "chat_head", "chat_json", "chat_stream", "embeddings",
-    "error_body", "plan_chat", "plan_responses", "require_model", "response_json", "response_stream",
+    "error_body", "plan_chat", "plan_responses", "plan_turn", "require_model", "response_json", "response_stream",
+    "stream_pieces", "texts",
 ]
 
 PROVIDER = "LocalProvider"
@@ -112,13 +113,13 @@ def _count(text: str) -> int:
     return len(text.split())
 
 
-def _split(text: str) -> list[str]:
+def stream_pieces(text: str) -> list[str]:
     """Stream pieces of about three words whose concatenation is exactly ``text``."""
     pieces = _PIECE.findall(text)
     return ["".join(pieces[i : i + 3]) for i in range(0, len(pieces), 3)] or [text]
 
 
-def _texts(content: Any) -> list[str]:
+def texts(content: Any) -> list[str]:
     """The text of a message's content: a string or a list of parts with ``text``."""
     if isinstance(content, str):
         return [content]
@@ -198,12 +199,12 @@ def _sample(schema: Any, dice: _Dice, root: _JSON, depth: int = 0) -> Any:
     return f"{dice.pick(_ADJS)} {dice.pick(_NOUNS)}"
 
 
-def _plan(body: _JSON, model: str, items: list[_JSON], preamble: str, fmt: _JSON,
+def plan_turn(body: _JSON, model: str, items: list[_JSON], preamble: str, fmt: _JSON,
           tool: _JSON | None, limit: Any) -> Turn:
     """Generate the answer (text, JSON or a tool call) for a conversation."""
-    prompt_tokens = _count(preamble) + sum(_count(t) for i in items for t in _texts(i.get("content")))
+    prompt_tokens = _count(preamble) + sum(_count(t) for i in items for t in texts(i.get("content")))
     users = [i for i in items if i.get("role") == "user"]
-    question = " ".join(_texts(users[-1].get("content"))) if users else ""
+    question = " ".join(texts(users[-1].get("content"))) if users else ""
     dice = _dice(body, model, [preamble, items])
     if tool is not None:
         params = tool.get("parameters") or {"type": "object", "properties": {}}
@@ -239,7 +240,7 @@ def plan_chat(body: _JSON, model: str) -> tuple[Turn, list[_JSON]]:
         name = choice["function"]["name"]
         tool = next((f for f in functions if f.get("name") == name), {"name": name})
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    return _plan(body, model, messages, "", fmt, tool, limit), messages
+    return plan_turn(body, model, messages, "", fmt, tool, limit), messages
 
 
 def plan_responses(body: _JSON, model: str) -> tuple[Turn, list[_JSON]]:
@@ -250,7 +251,7 @@ def plan_responses(body: _JSON, model: str) -> tuple[Turn, list[_JSON]]:
     fmt = (body.get("text") or {}).get("format") or {}
     instructions = body.get("instructions")
     preamble = instructions if isinstance(instructions, str) else ""
-    return _plan(body, model, items, preamble, fmt, None, body.get("max_output_tokens")), items
+    return plan_turn(body, model, items, preamble, fmt, None, body.get("max_output_tokens")), items
 
 
 def cache_prefix(items: list[_JSON]) -> tuple[str, int] | None:
@@ -265,7 +266,7 @@ def cache_prefix(items: list[_JSON]) -> tuple[str, int] | None:
         return None
     i, j = found
     prefix = [*items[:i], {**items[i], "content": items[i]["content"][: j + 1]}]
-    return json.dumps(prefix, sort_keys=True), sum(_count(t) for p in prefix for t in _texts(p.get("content")))
+    return json.dumps(prefix, sort_keys=True), sum(_count(t) for p in prefix for t in texts(p.get("content")))
 
 
 def _cost(turn: Turn) -> float:
@@ -321,7 +322,7 @@ def chat_json(turn: Turn, head: _JSON, openrouter: bool) -> _JSON:
 def chat_stream(completion: _JSON, openrouter: bool, include_usage: bool) -> list[_JSON]:
     """The chunks of a streamed ``completion``: usage last when asked for (on OpenRouter always),
     and, as OpenAI sends it, null on every chunk before."""
-    chunks = chat_chunks(completion if include_usage else {**completion, "usage": None}, _split)
+    chunks = chat_chunks(completion if include_usage else {**completion, "usage": None}, stream_pieces)
     if include_usage and not openrouter:
         chunks[:-1] = [{**chunk, "usage": None} for chunk in chunks[:-1]]
     return chunks
@@ -357,7 +358,7 @@ def response_json(turn: Turn, body: _JSON, model: str, openrouter: bool) -> _JSO
 
 def response_stream(full: _JSON) -> list[_JSON]:
     """The typed events of a streamed Response, ending with the full response."""
-    return response_events(full, _split)
+    return response_events(full, stream_pieces)
 
 
 def _vector(model: str, text: str, dims: int) -> list[float]:

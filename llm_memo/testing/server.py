@@ -1,9 +1,9 @@
 """Local OpenAI-compatible HTTP server: a stand-in provider for tests, the demo and notebooks.
 
 It answers ``/chat/completions``, ``/responses``, ``/embeddings`` and ``/models`` under ``/v1``
-(OpenAI layout) and ``/api/v1`` (OpenRouter layout, with OpenRouter's extra fields), as JSON or
-SSE. This module handles HTTP, request recording and fault injection; ``payloads`` writes
-the answers (at temperature 0, a pure function of the model and the prompt). Standard library
+(OpenAI layout) and ``/api/v1`` (OpenRouter layout, with OpenRouter's extra fields), and
+Anthropic's ``/v1/messages``, as JSON or SSE. This module handles HTTP, request recording and
+fault injection; ``payloads`` and ``messages`` write the answers (at temperature 0, a pure function of the model and the prompt). Standard library
 and llm_memo's pure logic only, so it keeps working when the cache itself is broken.
 """
 
@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from .messages import message_error, message_items, message_json, message_sse, plan_message
 from .payloads import (
     PROVIDER,
     BadRequest,
@@ -48,6 +49,7 @@ _ROUTES = {
     ("POST", "/chat/completions"): "chat",
     ("POST", "/responses"): "responses",
     ("POST", "/embeddings"): "embeddings",
+    ("POST", "/messages"): "messages",
     ("GET", "/models"): "models",
 }
 
@@ -85,6 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 120  # an idle keep-alive connection gives its thread back eventually
     disable_nagle_algorithm = True  # else headers, body and SSE events each wait ~40 ms for an ACK
     server: _HTTPServer
+    anthropic = False  # the request is Anthropic's /v1/messages: errors in its shape
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: an access log per request would drown test output."""
@@ -114,35 +117,52 @@ class _Handler(BaseHTTPRequestHandler):
         kind = _ROUTES.get((self.command, path[len(prefix):])) if path.startswith(prefix + "/") else None
         if kind is None:
             return self._json(404, error_body(404, f"No route for {self.command} {path}.", openrouter))
+        self.anthropic = kind == "messages"
         auth = self.headers.get("authorization", "")
-        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else self.headers.get("x-api-key", "")
         if not key or key == BAD_KEY:  # never echo the key back
-            return self._json(401, error_body(401, None, openrouter))
+            return self._json(401, self._error(401, None, openrouter))
         if kind != "models" and (bad_json or not isinstance(body, dict)):
-            return self._json(400, error_body(400, "The request body must be a JSON object.", openrouter))
+            return self._json(400, self._error(400, "The request body must be a JSON object.", openrouter))
         request: _JSON = body if isinstance(body, dict) else {}
-        generation = kind in ("chat", "responses")
+        generation = kind in ("chat", "responses", "messages")
         streaming = generation and request.get("stream") is True
         fault = owner._take_fault(generation=generation, streaming=streaming)
         if fault is not None and fault.kind == "status":
-            return self._json(fault.status, error_body(fault.status, fault.message, openrouter), _retry_headers(fault))
+            return self._json(fault.status, self._error(fault.status, fault.message, openrouter), _retry_headers(fault))
         if kind == "models":
             data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "llm-memo"} for m in _MODELS]
             return self._json(200, {"object": "list", "data": data})
         time.sleep(owner.latency)
         if fault is not None and fault.kind == "body":
-            return self._json(200, error_body(502, None, openrouter))
+            return self._json(200, self._error(502, None, openrouter))
         try:
             self._answer(kind, request, openrouter, streaming, fault)
         except BadRequest as exc:
-            self._json(400, error_body(400, str(exc), openrouter))
+            self._json(400, self._error(400, str(exc), openrouter))
         except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a field of the wrong shape
-            self._json(400, error_body(400, f"Malformed request: {type(exc).__name__}: {exc}", openrouter))
+            self._json(400, self._error(400, f"Malformed request: {type(exc).__name__}: {exc}", openrouter))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
+    def _error(self, status: int, message: str | None, openrouter: bool) -> _JSON:
+        if self.anthropic:
+            return message_error(status, message or error_body(status, None, False)["error"]["message"])
+        return error_body(status, message, openrouter)
+
+    def _messages(self, body: _JSON, model: str, streaming: bool, fault: _Fault | None) -> None:
+        """Anthropic's /v1/messages; its prompt cache works without OpenRouter."""
+        turn = plan_message(body, model)
+        self.server.owner._prompt_cache(turn, model, message_items(body))
+        message = message_json(turn, model)
+        if not streaming:
+            return self._json(200, message)
+        self._sse(message_sse(message), False, fault)
+
     def _answer(self, kind: str, body: _JSON, openrouter: bool, streaming: bool, fault: _Fault | None) -> None:
         model = require_model(body)
+        if kind == "messages":
+            return self._messages(body, model, streaming, fault)
         if kind == "embeddings":
             return self._json(200, embeddings(body, model, openrouter))
         turn, items = (plan_chat if kind == "chat" else plan_responses)(body, model)
@@ -175,7 +195,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             events = events[: max(1, (len(events) - 1) // 2)]
             if fault.kind == "midstream":
-                events.append(f"data: {json.dumps(error_body(502, None, openrouter))}\n\n")
+                failure = json.dumps(self._error(502, None, openrouter))
+                events.append(f"event: error\ndata: {failure}\n\n" if self.anthropic else f"data: {failure}\n\n")
         if openrouter:
             events.insert(0, ": OPENROUTER PROCESSING\n\n")
         self.send_response(200)

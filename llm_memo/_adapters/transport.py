@@ -1,6 +1,7 @@
-"""The HTTP transports wrap() puts under an openai client.
+"""The HTTP transports wrap() puts under an SDK client (openai or anthropic).
 
-Each request is routed (openai.py says what it means for the cache), then answered through the
+Each request is routed (its front, openai.py or anthropic.py, says what it means for the cache
+and what its answers look like on the wire), then answered through the
 engine's adapter API: `lookup`, then `serve`, `run` or `stream`. `_Exchange` holds the HTTP
 shapes both transports share (responses from stored answers, upstream answers captured or passed
 on, the SSE hooks of a stream); the sync and async transports differ only in how they call the
@@ -9,7 +10,6 @@ inner transport.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from functools import cache as once
 from typing import TYPE_CHECKING, Any
 
@@ -17,32 +17,15 @@ import orjson
 
 from .._engine.engine import Lookup
 from .._errors import NonDeterministicCallError
-from .._logic.wire import SSEParser, assemble_chat, cacheable, chat_chunks, response_events, to_sse
+from .._logic.wire import SSEParser
 
 if TYPE_CHECKING:
-    from .openai import Route
+    from .sdk_client import Route
 
-__all__ = ["HIT_HEADER", "sdk_error", "transports"]
+__all__ = ["HIT_HEADER", "transports"]
 
 HIT_HEADER = "x-llm-memo-cache"
 _DROP_HEADERS = ("content-length", "content-encoding", "transfer-encoding", "connection")
-
-
-@once
-def _sdk_error_class() -> type[Exception]:
-    import openai
-
-    class SDKNonDeterministicCallError(NonDeterministicCallError, openai.OpenAIError):
-        """NonDeterministicCallError that the SDK re-raises as it is, without retrying."""
-
-    SDKNonDeterministicCallError.__module__ = "llm_memo"
-    SDKNonDeterministicCallError.__qualname__ = "NonDeterministicCallError"
-    return SDKNonDeterministicCallError
-
-
-def sdk_error(exc: NonDeterministicCallError) -> Exception:
-    """The guard's refusal as an error the SDK raises as it is, without retrying."""
-    return _sdk_error_class()(exc.function, exc.temperature)
 
 
 class _Captured(Exception):
@@ -52,13 +35,10 @@ class _Captured(Exception):
         self.status, self.headers, self.content = status, headers, content
 
 
-def _final_of(kind: str, parser: SSEParser) -> Any:
+def _final_of(route: Route, parser: SSEParser) -> Any:
     if parser.failed or not parser.done:
         return None
-    if kind == "chat":
-        return assemble_chat(parser.events)
-    terminal = [e for e in parser.events if e.get("type") in ("response.completed", "response.incomplete")]
-    return terminal[-1].get("response") if terminal else None
+    return route.wire.final(parser.events)
 
 
 def _look(route: Route, **where: Any) -> dict[str, Any]:
@@ -82,7 +62,7 @@ class _Exchange:
         headers = [(HIT_HEADER, f"hit; tier={tier or 'flight'}")]
         if route.streaming:
             return self.respond(request, 200, [("content-type", "text/event-stream"), *headers],
-                                b"".join(self.replay_of(route)(value)))
+                                route.wire.replay(value))
         return self.respond(request, 200, [("content-type", "application/json"), *headers], orjson.dumps(value))
 
     def capture(self, route: Route, status: int, headers: list[tuple[str, str]], content: bytes,
@@ -95,7 +75,7 @@ class _Exchange:
                 body = orjson.loads(content)
             except orjson.JSONDecodeError:
                 body = None
-        if body is None or not cacheable(route.kind, body):
+        if body is None or not route.wire.cacheable(body):
             raise _Captured(status, headers, content)
         return body
 
@@ -118,16 +98,10 @@ class _Exchange:
 
         def final(_: list[bytes]) -> Any:
             parser.close()
-            value = _final_of(route.kind, parser)
-            return value if value is not None and cacheable(route.kind, value) else None
+            value = _final_of(route, parser)
+            return value if value is not None and route.wire.cacheable(value) else None
 
-        return {"final": final, "finished": finished, "replay_of": self.replay_of(route)}
-
-    def replay_of(self, route: Route) -> Callable[[Any], Iterable[bytes]]:
-        def replay(value: Any) -> list[bytes]:
-            events = chat_chunks(value) if route.kind == "chat" else response_events(value)
-            return [to_sse(events, done=route.kind == "chat")]
-        return replay
+        return {"final": final, "finished": finished, "replay_of": lambda value: [route.wire.replay(value)]}
 
     def streamed(self, request: Any, stream: Any, opened: dict[str, Any], look: Lookup) -> Any:
         """The response of a streamed call: the upstream's status and headers for the caller that
@@ -187,7 +161,7 @@ class _Transport:
         try:
             look = engine.lookup((route.endpoint,), route.keyed, **_look(route))
         except NonDeterministicCallError as exc:
-            raise sdk_error(exc) from None
+            raise self.front.error(exc) from None
         if look.plan is None:
             return self.inner.handle_request(request)
         if look.hit is not None and not look.refresh:
@@ -251,7 +225,7 @@ class _AsyncTransport:
         try:
             look = await engine.alookup((route.endpoint,), route.keyed, **_look(route))
         except NonDeterministicCallError as exc:
-            raise sdk_error(exc) from None
+            raise self.front.error(exc) from None
         if look.plan is None:
             return await self.inner.handle_async_request(request)
         if look.hit is not None and not look.refresh:
