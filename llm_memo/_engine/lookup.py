@@ -19,15 +19,15 @@ def _nothing() -> None:
 class Lookup:
     """What `lookup` found for one call: the plan, the hit (if any) and the call's controls."""
 
-    __slots__ = ("body", "cache", "compute", "hit", "mark", "options", "plan", "refresh", "tier")
+    # Defaults on the class: a hit (the hot path) sets only what it found.
+    hit: Hit | None = None
+    refresh = False  # the hit is due for an early refresh, and this caller does it
+    tier: str | None = None  # where the answer came from; None: computed by this call
+    compute: Callable[..., Any] | None = None  # what runs instead of the body (semantic mode learns)
+    body: Callable[[], Any] = staticmethod(_nothing)  # the body `run` was given
 
     def __init__(self, cache: Cache | None, plan: Plan | None, options: CallOptions, mark: int = 0) -> None:
         self.cache, self.plan, self.options, self.mark = cache, plan, options, mark
-        self.hit: Hit | None = None
-        self.refresh = False  # the hit is due for an early refresh, and this caller does it
-        self.tier: str | None = None  # where the answer came from; None: computed by this call
-        self.compute: Callable[..., Any] | None = None  # what runs instead of the body (semantic mode learns)
-        self.body: Callable[[], Any] = _nothing  # the body `run` was given
 
     @property
     def key(self) -> str:

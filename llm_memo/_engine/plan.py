@@ -115,14 +115,21 @@ class Planner:
         """Bind, guard and key one call; raises before the body runs for caller mistakes."""
         started = time.perf_counter()
         full = args if instance is None else (instance, *args)  # wrapt hands methods their instance apart
-        arguments = self.keys.binder.bind(full, kwargs)
-        if self.guard(arguments) is Verdict.BYPASS:
+        keys = self.keys
+        arguments = keys.binder.bind(full, kwargs)
+        temperature = find_temperature(arguments, keys.var_keyword)
+        if (temperature is not None or self.default_temperature is not None or self._tell_unset) \
+                and self._verdict(temperature) is Verdict.BYPASS:
             return Plan(None, arguments, started)
-        return Plan(self._key(arguments, instance, args, kwargs), arguments, started)
+        if self.key_function is not None:
+            return Plan(keys.key({"\x00key": self.key_function(*args, **kwargs)}), arguments, started)
+        return Plan(keys.key(keys.keyed_arguments(arguments, instance)), arguments, started)
 
     def guard(self, arguments: dict[str, Any]) -> Verdict:
         """The guard's verdict on bound arguments; raises NonDeterministicCallError in "raise" mode."""
-        temperature = find_temperature(arguments, self.keys.var_keyword)
+        return self._verdict(find_temperature(arguments, self.keys.var_keyword))
+
+    def _verdict(self, temperature: Any) -> Verdict:
         if temperature is None and self.default_temperature is None:
             if self._tell_unset:
                 self._tell_unset = False

@@ -36,7 +36,7 @@ from .faults import Faults
 from .lease import Leasing
 from .ledger import Ledger
 from .memory import MemoryTier
-from .tier import Persistent, Tier, is_shared
+from .tier import Persistent, Tier, has, is_shared
 
 _KEYS_PER_EVENT = 500  # delete_many: keys named by one invalidation event
 
@@ -102,7 +102,7 @@ class Cache:
         self._own_memory = first if tiers is None else None  # reads an entry's tags when it must
         self._below = 0 if self.memory is None else 1  # where get_lower starts
         # lifetime savings, kept beside a disk tier's files (read_only: never written)
-        persistent = any(isinstance(tier, Persistent) for tier in self.tiers)
+        persistent = any(has(tier, Persistent) for tier in self.tiers)
         self.ledger = Ledger(self.directory, clock=self.clock, read_only=read_only) if persistent else None
         self._faults.ledger = self.ledger
         # with Redis: other machines' deletions reach our local tiers

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .envelope import envelope_tags
 from .faults import Faults
 from .memory import MemoryTier
-from .tier import EventStream, Persistent, Tier, check_tiers, is_shared
+from .tier import EventStream, Persistent, Tier, check_tiers, has, is_shared
 
 if TYPE_CHECKING:
     from .events import Invalidations
@@ -68,7 +68,7 @@ def given_tiers(tiers: Sequence[Tier], directory: str | os.PathLike[str] | None,
     if set_too:
         raise ValueError(f"{', '.join(set_too)} configure the default tiers, which tiers= replaces: configure "
                          "the tier objects you pass instead (or leave tiers=None)")
-    persistent = [tier for tier in chosen if isinstance(tier, Persistent)]
+    persistent = [tier for tier in chosen if has(tier, Persistent)]
     if directory is None:
         return chosen, Path(persistent[0].directory) if persistent else default_directory()
     where = Path(directory).expanduser()
@@ -83,7 +83,7 @@ def listen(tiers: Sequence[Tier], directory: Path | None,
     """With a shared event stream among `tiers`, started Invalidations: this cache's deletions reach
     the other machines' local tiers and theirs reach ours. `directory`: where the local disk tier
     keeps its files, if there is one."""
-    stream = next((tier for tier in reversed(tiers) if isinstance(tier, EventStream) and is_shared(tier)), None)
+    stream = next((tier for tier in reversed(tiers) if has(tier, EventStream) and is_shared(tier)), None)
     if stream is None:
         return None
     from .events import Invalidations

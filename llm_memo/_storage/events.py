@@ -39,7 +39,7 @@ from pathlib import Path
 
 import orjson
 
-from .tier import EventStream, Persistent, Tier
+from .tier import EventStream, Persistent, Tier, has
 
 __all__ = ["Invalidations"]
 
@@ -186,7 +186,7 @@ class Invalidations:
             return True
         tiers = self.local
         if not disk or (self._directory and fields.get(b"dir") == self._directory):
-            tiers = [tier for tier in tiers if not isinstance(tier, Persistent)]  # the shared disk is done already
+            tiers = [tier for tier in tiers if not has(tier, Persistent)]  # the shared disk is done already
         ok = True
         for tier in tiers:
             try:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .tier import Leases, Tier
+from .tier import Leases, Tier, has
 
 __all__ = ["FAILED_FOR", "RELEASED", "RELEASED_FOR", "Heartbeat", "Leasing", "failed_marker", "holder_alive",
            "is_failed", "new_token"]
@@ -221,6 +221,6 @@ class Leasing:
         """(name, tier) of the tier whose leases every process sharing the cache sees: the lowest
         that has them."""
         for tier in reversed(self._tiers):
-            if isinstance(tier, Leases):
+            if has(tier, Leases):
                 return tier.name, tier
         return None

@@ -11,7 +11,7 @@ from .._logic.codec import CorruptEntry, Secret, decode_value, unpack
 from .._logic.records import Entry, Stats
 from .envelope import Stored, meta_json
 from .faults import Faults
-from .tier import Expiring, Sized, Tier, is_shared
+from .tier import Expiring, Sized, Tier, has, is_shared
 
 __all__ = ["find_entry", "holds", "live_keys", "scan", "scan_expired", "shown_html", "usage"]
 
@@ -54,7 +54,7 @@ def scan(tiers: Sequence[Tier], prefix: str, secret: Secret | None, faults: Faul
 def scan_expired(tiers: Sequence[Tier], faults: Faults) -> Iterator[Stored]:
     """Entries past their lifetime that an Expiring tier still stores."""
     for tier in tiers:
-        if not isinstance(tier, Expiring):
+        if not has(tier, Expiring):
             continue
         try:
             rows = tier.expired()
@@ -110,7 +110,7 @@ def usage(tiers: Sequence[Tier]) -> dict[str, tuple[int, int]]:
     out = {}
     for tier in tiers:
         try:
-            out[tier.name] = (len(tier), tier.volume()) if isinstance(tier, Sized) else (-1, -1)
+            out[tier.name] = (len(tier), tier.volume()) if has(tier, Sized) else (-1, -1)
         except Exception:
             out[tier.name] = (-1, -1)
     return out

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["EventStream", "Expiring", "Leases", "Persistent", "Shared", "Sized", "Tier", "check_entry",
-           "check_tiers", "is_shared"]
+           "check_tiers", "has", "is_shared"]
 
 
 @runtime_checkable
@@ -144,9 +144,21 @@ class EventStream(Protocol):
         ...
 
 
+_HAS: dict[tuple[type, type], bool] = {}
+
+
+def has(tier: object, capability: type) -> bool:
+    """isinstance(tier, capability) for a capability protocol, decided once per tier class: a
+    runtime protocol check walks every member each time, which the lease path cannot afford."""
+    known = _HAS.get((type(tier), capability))
+    if known is None:
+        known = _HAS[type(tier), capability] = isinstance(tier, capability)
+    return known
+
+
 def is_shared(tier: object) -> bool:
     """True for a tier other machines read too."""
-    return isinstance(tier, Shared) and tier.shared is True
+    return has(tier, Shared) and tier.shared is True  # type: ignore[attr-defined]
 
 
 _TIER_METHODS = ("get", "set", "delete", "invalidate", "clear", "close", "keys")
