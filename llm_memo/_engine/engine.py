@@ -108,7 +108,10 @@ class Engine:
             return self._bypass(bypass, kwargs)
         look = self._start(instance, args, kwargs, options, stream)
         if look.plan is not None and look.hit is None and look.options.read:
-            drive(self._read_lower(look, instance, stream, False))
+            self._below(look, look.cache.get_lower(look.key, self.accounts.counters), stream)  # type: ignore[union-attr]
+            if look.hit is None and self.semantic is not None and not stream:
+                body = self._body_of(look)
+                self._paraphrase(look, body, *self.semantic.consult(look.cache, look.plan, body, instance))
         return look
 
     async def alookup(self, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any = None, *,
@@ -118,7 +121,11 @@ class Engine:
             return self._bypass(bypass, kwargs)
         look = self._start(instance, args, kwargs, options, stream)
         if look.plan is not None and look.hit is None and look.options.read:
-            await adrive(self._read_lower(look, instance, stream, True))
+            self._below(look, await asyncio.to_thread(look.cache.get_lower, look.key, self.accounts.counters), stream)  # type: ignore[union-attr]
+            if look.hit is None and self.semantic is not None and not stream:
+                body = self._body_of(look)
+                self._paraphrase(look, body, *await asyncio.to_thread(
+                    self.semantic.consult, look.cache, look.plan, body, instance, True))
         return look
 
     def serve(self, look: Lookup) -> Any:
@@ -225,21 +232,26 @@ class Engine:
             self.accounts.bypass(cache, why, arguments)
         return Lookup(cache, None, current_options())
 
-    def _read_lower(self, look: Lookup, instance: Any, stream: bool, is_async: bool) -> Flow[None]:
-        """The lower tiers, then (for a non-streamed call) semantic mode's paraphrases."""
-        cache, plan = look.cache, look.plan
-        assert cache is not None and plan is not None
-        look.hit = yield io(cache.get_lower, look.key, self.accounts.counters)
-        if look.hit is not None:
+    def _below(self, look: Lookup, hit: Hit | None, stream: bool) -> None:
+        """What the lower tiers answered (early refresh: is it due, and is it this caller's?)."""
+        if hit is not None:
+            look.hit = hit
             if self.refresher is not None and not stream:
-                look.refresh = self.refresher.claim(cache, look.hit, look.key)
-        elif self.semantic is not None and not stream:
-            def body(*_: Any, **__: Any) -> Any:
-                return look.body()  # the compute `run` is given; semantic mode wraps it to learn
+                look.refresh = self.refresher.claim(look.cache, hit, look.key)  # type: ignore[arg-type]
 
-            look.hit, learn = yield io(self.semantic.consult, cache, plan, body, instance, is_async)
-            look.compute = None if learn is body or not look.options.write else learn  # no-store: learns nothing
-        return None
+    @staticmethod
+    def _body_of(look: Lookup) -> Callable[..., Any]:
+        def body(*_: Any, **__: Any) -> Any:
+            return look.body()  # the compute `run` is given; semantic mode wraps it to learn
+        return body
+
+    @staticmethod
+    def _paraphrase(look: Lookup, body: Callable[..., Any], hit: Hit | None, learn: Callable[..., Any]) -> None:
+        """Semantic mode's answer: a paraphrase's hit, or the body wrapped to learn from (unless the
+        call stores nothing: then it learns nothing either)."""
+        look.hit = hit
+        if hit is None and look.options.write and learn is not body:
+            look.compute = learn
 
     def _lifetime(self, look: Lookup) -> tuple[Any, float | None]:
         ttl = look.options.ttl
