@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 
 from redis.exceptions import ResponseError
 
+from .._logic.redact import public_url
 from .redis_format import _HEADER, _INDEX, _MAGIC, _SWAP, _UNINDEX, _tags, _unpack
-from .redis_link import Link, RedisUnavailable, _cluster_option, _is_cluster, _redact
+from .redis_link import Link, RedisUnavailable, _cluster_option, _is_cluster
 from .tier import check_entry
 
 __all__ = ["RedisTier", "RedisUnavailable"]
@@ -88,7 +89,7 @@ class RedisTier:
             breaker_cooldown=breaker_cooldown, cluster=cluster, timer=timer, size_limit=size_limit)
         url, cluster = _cluster_option(url, cluster)
         self.prefix = prefix
-        self.where = _redact(url) if client is None else repr(client)
+        self.where = public_url(url) if client is None else repr(client)
         self.size_limit = size_limit
         self._clock = clock
         self._vprefix = f"{prefix}:v:".encode()

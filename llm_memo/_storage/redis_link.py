@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import urllib.parse
@@ -152,13 +151,3 @@ def _is_cluster(client: Any) -> bool:
     from redis.cluster import RedisCluster
 
     return isinstance(client, RedisCluster)
-
-
-def _redact(url: str) -> str:
-    """The URL without credentials or query options, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.hostname or ""
-    with contextlib.suppress(ValueError):
-        netloc = f"[{netloc}]" if ":" in netloc else netloc
-        netloc += f":{parts.port}" if parts.port is not None else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
