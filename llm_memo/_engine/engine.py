@@ -349,8 +349,7 @@ class Engine:
         """Count how a miss was answered: found after waiting, shared by another caller, or computed."""
         assert look.cache is not None and look.plan is not None
         if isinstance(value, Hit):
-            look.hit = value
-            return self.serve(look)
+            return self._found(look, value)
         if not led:
             self.accounts.shared(look.cache, value, look.plan)
             look.tier = "flight"

@@ -59,13 +59,18 @@ def _signalable(pid: int) -> str | None:
 _me: tuple[int, str] = (0, "")
 
 
-def new_token() -> str:
-    """A token naming this process: host, pid, process start time and a random part."""
+def _prefix() -> str:
+    """The part of a token that names this process, worked out once per process (a forked child is a new one)."""
     global _me
     pid = os.getpid()
-    if _me[0] != pid:  # once per process (a forked child is a new one)
+    if _me[0] != pid:
         _me = (pid, f"{_host()}|{pid}|{_started(pid) or ''}|")
-    return _me[1] + os.urandom(6).hex()
+    return _me[1]
+
+
+def new_token() -> str:
+    """A token naming this process: host, pid, process start time and a random part."""
+    return _prefix() + os.urandom(6).hex()
 
 
 def holder_alive(token: str) -> bool:
@@ -80,8 +85,7 @@ def holder_alive(token: str) -> bool:
 
 def is_mine(token: str) -> bool:
     """Whether a lease token was made by this process."""
-    new_token()  # makes this process's prefix
-    return token.startswith(_me[1])
+    return token.startswith(_prefix())
 
 
 def failed_marker(token: str) -> str:
